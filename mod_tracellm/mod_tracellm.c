@@ -1,0 +1,360 @@
+/*
+ * mod_tracellm.c - the module record, its directives and hooks, and the
+ * one handler: strip the <Location> prefix, look (method, path) up in the
+ * route table, call the route's function. Everything a route does lives in
+ * the api_*.c file of its resource.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <httpd.h>
+#include <http_config.h>
+#include <http_core.h>
+#include <http_log.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <apr_strings.h>
+#include <apr_dbd.h>
+#include <mod_dbd.h>
+
+#include "mod_tracellm.h"
+#include "request.h"
+#include "ttime.h"
+
+APLOG_USE_MODULE(tracellm);
+
+static APR_OPTIONAL_FN_TYPE(ap_dbd_acquire) *dbd_acquire;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close;
+
+/* ---- configuration ----------------------------------------------------- */
+
+static void *create_dir_conf(apr_pool_t *p, char *dir)
+{
+    tllm_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
+    apr_size_t n;
+
+    /* The Location path is the mount point the handler strips. */
+    conf->mount = dir ? apr_pstrdup(p, dir) : "";
+    n = strlen(conf->mount);
+    while (n && conf->mount[n - 1] == '/') {
+        ((char *)conf->mount)[--n] = '\0';
+    }
+    conf->slow_threshold_ms = TLLM_DEFAULT_SLOW_MS;
+    conf->max_body = TLLM_DEFAULT_MAX_BODY;
+    return conf;
+}
+
+static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    const tllm_dir_conf *base = basev, *add = addv;
+    tllm_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
+
+    conf->mount = add->mount;
+    conf->slow_threshold_ms = add->slow_threshold_set
+                              ? add->slow_threshold_ms
+                              : base->slow_threshold_ms;
+    conf->slow_threshold_set = add->slow_threshold_set
+                               || base->slow_threshold_set;
+    conf->max_body = add->max_body_set ? add->max_body : base->max_body;
+    conf->max_body_set = add->max_body_set || base->max_body_set;
+    return conf;
+}
+
+static const char *set_slow_threshold(cmd_parms *cmd, void *dconf,
+                                      const char *arg)
+{
+    tllm_dir_conf *conf = dconf;
+    char *end;
+    double v = strtod(arg, &end);
+
+    if (end == arg || *end || !(v >= 0) || v > 1e12) {
+        return apr_psprintf(cmd->pool, "%s must be a number of "
+                            "milliseconds >= 0, not '%s'",
+                            cmd->cmd->name, arg);
+    }
+    conf->slow_threshold_ms = v;
+    conf->slow_threshold_set = 1;
+    return NULL;
+}
+
+static const char *set_max_body(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    tllm_dir_conf *conf = dconf;
+    char *end;
+    apr_off_t v;
+
+    if (apr_strtoff(&v, arg, &end, 10) != APR_SUCCESS || *end || v <= 0) {
+        return apr_psprintf(cmd->pool, "%s must be a positive number of "
+                            "bytes, not '%s'", cmd->cmd->name, arg);
+    }
+    conf->max_body = v;
+    conf->max_body_set = 1;
+    return NULL;
+}
+
+static const command_rec tllm_cmds[] = {
+    AP_INIT_TAKE1("TraceLLMSlowThreshold", set_slow_threshold, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "Latency in ms from which a trace counts as slow "
+                  "(default 1500)"),
+    AP_INIT_TAKE1("TraceLLMMaxBody", set_max_body, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "Largest request body accepted, in bytes (default 1 MiB)"),
+    { NULL }
+};
+
+/* ---- the database ------------------------------------------------------ */
+
+const char *tllm_storage_type(void)
+{
+    return "sqlite";
+}
+
+/* The tllm_db for a mod_dbd connection, or NULL (logged) if it is not the
+ * sqlite3 driver or its connection cannot be set up. */
+static tllm_db *attach(ap_dbd_t *dbd, server_rec *s)
+{
+    const char *driver = apr_dbd_name(dbd->driver);
+    tllm_db *db;
+
+    if (strcmp(driver, "sqlite3") != 0) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "TLLM0003: DBDriver %s is not supported; use sqlite3",
+                     driver);
+        return NULL;
+    }
+    db = tllm_db_attach(dbd->pool,
+                        apr_dbd_native_handle(dbd->driver, dbd->handle));
+    if (!db) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "TLLM0004: could not set up the SQLite connection");
+    }
+    return db;
+}
+
+tllm_db *tllm_req_db(tllm_req *q)
+{
+    ap_dbd_t *dbd = dbd_acquire(q->r);
+
+    if (!dbd) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r,
+                      "TLLM0005: no database connection from mod_dbd "
+                      "(check DBDriver/DBDParams and the error log)");
+        return NULL;
+    }
+    return attach(dbd, q->r->server);
+}
+
+/* ---- routes ------------------------------------------------------------ */
+
+typedef struct {
+    const char *method;
+    const char *pattern;        /* a trailing "*" matches one segment */
+    tllm_route_fn fn;
+} tllm_route;
+
+static const tllm_route routes[] = {
+    { "GET",    "/",             tllm_api_health },
+    { "GET",    "/traces",       tllm_api_traces_list },
+    { "POST",   "/traces",       tllm_api_ingest },
+    { "GET",    "/traces/*",     tllm_api_trace_get },
+    { "GET",    "/analytics",    tllm_api_analytics },
+    { "GET",    "/failures",     tllm_api_failures },
+    { "GET",    "/projects",     tllm_api_projects_list },
+    { "POST",   "/projects",     tllm_api_projects_create },
+    { "GET",    "/api-keys",     tllm_api_keys_list },
+    { "POST",   "/api-keys",     tllm_api_keys_create },
+    { "DELETE", "/api-keys/*",   tllm_api_keys_revoke },
+};
+#define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* Does path match pattern? On a "*" match, *param gets the segment. */
+static int route_matches(const char *pattern, const char *path,
+                         const char **param)
+{
+    apr_size_t n = strlen(pattern);
+
+    if (pattern[n - 1] != '*') {
+        return strcmp(pattern, path) == 0;
+    }
+    if (strncmp(pattern, path, n - 1) != 0) {
+        return 0;
+    }
+    path += n - 1;
+    if (!*path || strchr(path, '/')) {
+        return 0;
+    }
+    *param = path;
+    return 1;
+}
+
+/* Last value wins for a repeated parameter; "+" is a space. */
+static apr_table_t *parse_query(apr_pool_t *p, const char *args)
+{
+    apr_table_t *t = apr_table_make(p, 8);
+    char *copy, *pair, *state;
+
+    if (!args) {
+        return t;
+    }
+    copy = apr_pstrdup(p, args);
+    for (pair = apr_strtok(copy, "&", &state); pair;
+         pair = apr_strtok(NULL, "&", &state)) {
+        char *eq = strchr(pair, '=');
+        char *val = "";
+        if (eq) {
+            *eq = '\0';
+            val = eq + 1;
+        }
+        if (ap_unescape_urlencoded(pair) || ap_unescape_urlencoded(val)) {
+            continue;           /* a malformed escape: ignore the pair */
+        }
+        apr_table_set(t, pair, val);
+    }
+    return t;
+}
+
+/* The path below the mount, or NULL if r->uri is not under it. */
+static const char *path_below_mount(request_rec *r, const char *mount)
+{
+    apr_size_t n = strlen(mount);
+    const char *path;
+
+    if (strncmp(r->uri, mount, n) != 0) {
+        return NULL;
+    }
+    path = r->uri + n;
+    if (!*path) {
+        return "/";
+    }
+    if (*path != '/') {
+        return NULL;
+    }
+    /* "/traces/" is "/traces", as clients often write it. */
+    n = strlen(path);
+    if (n > 1 && path[n - 1] == '/') {
+        path = apr_pstrndup(r->pool, path, n - 1);
+    }
+    return path;
+}
+
+static int method_not_allowed(request_rec *r, const char *path)
+{
+    const char *allow = NULL;
+    apr_size_t i;
+
+    for (i = 0; i < N_ROUTES; i++) {
+        const char *param;
+        if (route_matches(routes[i].pattern, path, &param)) {
+            allow = allow ? apr_pstrcat(r->pool, allow, ", ",
+                                        routes[i].method, NULL)
+                          : routes[i].method;
+        }
+    }
+    if (!allow) {
+        return tllm_send_detail(r, HTTP_NOT_FOUND, "Not Found");
+    }
+    apr_table_setn(r->headers_out, "Allow", allow);
+    return tllm_send_detail(r, HTTP_METHOD_NOT_ALLOWED,
+                            "Method Not Allowed");
+}
+
+static int tllm_handler(request_rec *r)
+{
+    tllm_req q;
+    apr_size_t i;
+    const char *method;
+
+    if (!r->handler || strcmp(r->handler, "tracellm") != 0) {
+        return DECLINED;
+    }
+    memset(&q, 0, sizeof(q));
+    q.r = r;
+    q.conf = ap_get_module_config(r->per_dir_config, &tracellm_module);
+    q.now_us = tllm_now_us();
+    r->allowed |= (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST)
+                  | (AP_METHOD_BIT << M_DELETE);
+
+    q.path = path_below_mount(r, q.conf->mount);
+    if (!q.path) {
+        return tllm_send_detail(r, HTTP_NOT_FOUND, "Not Found");
+    }
+    /* HEAD is answered as GET without a body (r->header_only). */
+    method = r->method_number == M_GET ? "GET" : r->method;
+    for (i = 0; i < N_ROUTES; i++) {
+        const char *param = NULL;
+        if (strcmp(routes[i].method, method) == 0
+            && route_matches(routes[i].pattern, q.path, &param)) {
+            if (param) {
+                char *decoded = apr_pstrdup(r->pool, param);
+                if (ap_unescape_url(decoded) != OK) {
+                    return tllm_send_detail(r, HTTP_NOT_FOUND, "Not Found");
+                }
+                q.param = decoded;
+            }
+            q.query = parse_query(r->pool, r->args);
+            return routes[i].fn(&q);
+        }
+    }
+    return method_not_allowed(r, q.path);
+}
+
+/* ---- hooks ------------------------------------------------------------- */
+
+static int tllm_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                            apr_pool_t *ptemp, server_rec *s)
+{
+    dbd_acquire = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_acquire);
+    dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
+    dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
+    if (!dbd_acquire || !dbd_open || !dbd_close) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                     "TLLM0001: mod_tracellm needs mod_dbd: add "
+                     "LoadModule dbd_module before it");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    return OK;
+}
+
+/* Create or migrate the schema as each child starts, before it serves a
+ * request. Children racing here are serialized by BEGIN IMMEDIATE. */
+static void tllm_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    ap_dbd_t *dbd = dbd_open(pchild, s);
+    tllm_db *db;
+
+    if (!dbd) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "TLLM0006: cannot open the database to migrate it "
+                     "(check DBDriver/DBDParams)");
+        return;
+    }
+    db = attach(dbd, s);
+    if (db && tllm_store_migrate(db) != TLLM_OK) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "TLLM0007: schema migration failed: %s",
+                     tllm_db_errmsg(db));
+    }
+    dbd_close(s, dbd);
+}
+
+static void tllm_register_hooks(apr_pool_t *p)
+{
+    static const char *const after_dbd[] = { "mod_dbd.c", NULL };
+
+    ap_hook_post_config(tllm_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(tllm_child_init, after_dbd, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(tllm_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+module AP_MODULE_DECLARE_DATA tracellm_module = {
+    STANDARD20_MODULE_STUFF,
+    create_dir_conf,            /* per-directory config: the <Location> */
+    merge_dir_conf,             /* merge per-directory config */
+    NULL,                       /* per-server config: none yet */
+    NULL,                       /* merge per-server config */
+    tllm_cmds,                  /* directives */
+    tllm_register_hooks,        /* hooks */
+    AP_MODULE_FLAG_NONE         /* flags */
+};
