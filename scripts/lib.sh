@@ -1,0 +1,92 @@
+# scripts/lib.sh - shared by scripts/run, scripts/stop, scripts/test and
+# scripts/bench: install what is missing, build, render a private httpd.
+# Sourced, not run.
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# Debian packages the build, the server and the tests need.
+BUILD_PACKAGES="apache2 apache2-dev libaprutil1-dbd-sqlite3 libjson-c-dev
+  libsqlite3-dev libssl-dev pkg-config autoconf automake libtool make gcc
+  curl"
+TEST_PACKAGES="python3 python3-pytest python3-requests"
+
+die() { echo "$(basename "$0"): $*" >&2; exit 1; }
+
+# apt-get install whichever of the named packages are not installed yet.
+ensure_packages() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
+            | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" -eq 0 ] || die "missing packages (run as root to install): ${missing[*]}"
+    echo "Installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 || die "apt-get update failed"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
+        || die "apt-get install failed"
+}
+
+# Configure (once) and make (always: it is incremental).
+build_module() {
+    cd "$TOP" || die "no $TOP"
+    if [ ! -x configure ]; then
+        autoreconf -fi >&2 || die "autoreconf failed"
+    fi
+    if [ ! -f Makefile ]; then
+        ./configure --quiet >&2 || die "configure failed"
+    fi
+    make -s -j"$(nproc)" >&2 || die "make failed"
+    MODULE="$TOP/.libs/mod_tracellm.so"
+    [ -f "$MODULE" ] || die "make did not produce $MODULE"
+}
+
+HTTPD="$(apxs -q SBINDIR 2>/dev/null)/$(apxs -q TARGET 2>/dev/null)"
+
+# render_conf DATA PORT: write DATA/httpd.conf from the template.
+render_conf() {
+    local data=$1 port=$2 usergroup=""
+    mkdir -p "$data/run" "$data/conf.d" || die "cannot create $data"
+    if [ "$(id -u)" -eq 0 ]; then
+        # httpd's children drop to nobody: they must own the database.
+        usergroup=$'User nobody\nGroup nogroup'
+        chown nobody:nogroup "$data" "$data/run"
+        [ -f "$data/tracellm.db" ] && chown nobody:nogroup "$data"/tracellm.db*
+    fi
+    python3 - "$TOP/conf/httpd-private.conf.in" "$data/httpd.conf" \
+        "$data" "$port" "$(apxs -q LIBEXECDIR)" "$MODULE" "$usergroup" <<'PY'
+import sys
+src, dst, data, port, moddir, module, usergroup = sys.argv[1:8]
+text = open(src).read()
+for k, v in (("@DATA@", data), ("@PORT@", port), ("@MODDIR@", moddir),
+             ("@MODULE@", module), ("@USERGROUP@", usergroup)):
+    text = text.replace(k, v)
+open(dst, "w").write(text)
+PY
+}
+
+# wait_healthy PORT SECONDS: until GET / answers 200.
+wait_healthy() {
+    local port=$1 tries=$(( $2 * 10 ))
+    while [ $tries -gt 0 ]; do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/")" = 200 ] \
+            && return 0
+        sleep 0.1
+        tries=$((tries - 1))
+    done
+    return 1
+}
+
+# stop_httpd DATA: stop the server of DATA and wait until it has gone.
+stop_httpd() {
+    local data=$1 pid tries=300
+    [ -f "$data/httpd.pid" ] || return 0
+    pid=$(cat "$data/httpd.pid")
+    "$HTTPD" -f "$data/httpd.conf" -k stop 2>/dev/null || kill "$pid" 2>/dev/null
+    while [ $tries -gt 0 ] && { [ -f "$data/httpd.pid" ] || kill -0 "$pid" 2>/dev/null; }; do
+        sleep 0.1
+        tries=$((tries - 1))
+    done
+    [ $tries -gt 0 ] || die "httpd (pid $pid) did not stop"
+}
