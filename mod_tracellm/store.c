@@ -1,0 +1,734 @@
+/*
+ * store.c - the connection object, the statement cache, the schema and
+ * its migration, projects and API keys. Traces, listings and aggregates
+ * are in store_traces.c. Native SQLite API only (see DESIGN.md, "SQLite
+ * through the native handle"): every value is bound, every statement is
+ * prepared once per connection and kept until the connection goes.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <apr_strings.h>
+#include "store_int.h"
+
+/* The pool userdata key under which a connection's tllm_db lives. */
+#define TLLM_DB_KEY "tllm_db"
+
+#define TLLM_BUSY_TIMEOUT_MS 5000
+
+/* A minute in us: a key's last_used_at is refreshed at most
+ * this often, so authenticating a busy key is not a write per request. */
+#define TLLM_TOUCH_INTERVAL_US INT64_C(60000000)
+
+/* ---- schema ----------------------------------------------------------- */
+
+/*
+ * Version 1. Time is integer microseconds UTC. traces.seq is the event
+ * log's cursor (AUTOINCREMENT: never reused, even after the newest row is
+ * deleted). traces.body is the rendered TraceSchema, served verbatim.
+ *
+ * Indexes: every GET /traces filter has one that also yields the listing
+ * order (created_at DESC, seq DESC: seq is the rowid, which every index
+ * carries as its last column). The latency indexes give the p95 by rank
+ * for each analytics scope without sorting. The partial indexes keep the
+ * failure lists cheap when failures are rare.
+ *
+ * rollup_total and rollup_hour hold the counts and sums analytics report,
+ * maintained by triggers in the same transaction as every insert and
+ * delete (replacement, retention, anything), so they cannot drift from
+ * the rows. Trace rows are never UPDATEd: a new version is delete+insert.
+ * latency_sum is reset to exactly 0 when a group empties, so float
+ * residue from subtraction never outlives the rows it came from.
+ */
+static const char schema_v1[] =
+    "CREATE TABLE projects ("
+    " project_id TEXT PRIMARY KEY NOT NULL,"
+    " name TEXT NOT NULL UNIQUE,"
+    " description TEXT NOT NULL DEFAULT '',"
+    " created_at INTEGER NOT NULL);"
+    "CREATE INDEX projects_created ON projects(created_at);"
+    "CREATE TABLE api_keys ("
+    " key_id TEXT PRIMARY KEY NOT NULL,"
+    " key_hash BLOB NOT NULL UNIQUE,"
+    " hint TEXT NOT NULL,"
+    " project_id TEXT NOT NULL REFERENCES projects(project_id),"
+    " environment TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " last_used_at INTEGER,"
+    " revoked INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX api_keys_project ON api_keys(project_id, created_at);"
+    "CREATE INDEX api_keys_created ON api_keys(created_at);"
+    "CREATE TABLE traces ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " trace_id TEXT UNIQUE NOT NULL,"
+    " project_id TEXT NOT NULL,"
+    " environment TEXT NOT NULL,"
+    " model_name TEXT NOT NULL,"
+    " status TEXT NOT NULL,"
+    " latency REAL NOT NULL,"
+    " token_count INTEGER NOT NULL,"
+    " retry_count INTEGER NOT NULL,"
+    " slow INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " body TEXT NOT NULL);"
+    "CREATE INDEX traces_created ON traces(created_at);"
+    "CREATE INDEX traces_project ON traces(project_id, created_at);"
+    "CREATE INDEX traces_env ON traces(environment, created_at);"
+    "CREATE INDEX traces_status ON traces(status, created_at);"
+    "CREATE INDEX traces_model ON traces(model_name, created_at);"
+    "CREATE INDEX traces_latency ON traces(latency);"
+    "CREATE INDEX traces_tokens ON traces(token_count);"
+    "CREATE INDEX traces_project_latency ON traces(project_id, latency);"
+    "CREATE INDEX traces_env_latency ON traces(environment, latency);"
+    "CREATE INDEX traces_project_env_latency"
+    " ON traces(project_id, environment, latency);"
+    /* The WHERE texts must match store_traces.c's filter terms exactly:
+     * that is how SQLite decides a partial index applies. "Flagged" is
+     * written as a NOT so that the retried and slow lists, whose terms
+     * would imply an OR-ed form, use their own smaller indexes. */
+    "CREATE INDEX traces_retried ON traces(created_at)"
+    " WHERE retry_count > 0;"
+    "CREATE INDEX traces_slow ON traces(created_at) WHERE slow = 1;"
+    "CREATE INDEX traces_flagged ON traces(created_at)"
+    " WHERE NOT (status = 'success' AND slow = 0 AND retry_count <= 0);"
+    "CREATE TABLE rollup_total ("
+    " project_id TEXT NOT NULL,"
+    " environment TEXT NOT NULL,"
+    " model_name TEXT NOT NULL,"
+    " status TEXT NOT NULL,"
+    " n INTEGER NOT NULL,"
+    " retried INTEGER NOT NULL,"
+    " retries INTEGER NOT NULL,"
+    " slow INTEGER NOT NULL,"
+    " tokens INTEGER NOT NULL,"
+    " latency_sum REAL NOT NULL,"
+    " PRIMARY KEY (project_id, environment, model_name, status)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE rollup_hour ("
+    " hour INTEGER NOT NULL,"
+    " project_id TEXT NOT NULL,"
+    " environment TEXT NOT NULL,"
+    " n INTEGER NOT NULL,"
+    " tokens INTEGER NOT NULL,"
+    " latency_sum REAL NOT NULL,"
+    " PRIMARY KEY (hour, project_id, environment)"
+    ") WITHOUT ROWID;"
+    /* hour = created_at floored to the hour (also for negative times). */
+    "CREATE TRIGGER traces_rollup_insert AFTER INSERT ON traces BEGIN"
+    " INSERT INTO rollup_total VALUES (NEW.project_id, NEW.environment,"
+    "  NEW.model_name, NEW.status, 1, NEW.retry_count > 0,"
+    "  NEW.retry_count, NEW.slow, NEW.token_count, NEW.latency)"
+    " ON CONFLICT DO UPDATE SET n = n + 1,"
+    "  retried = retried + excluded.retried,"
+    "  retries = retries + excluded.retries,"
+    "  slow = slow + excluded.slow,"
+    "  tokens = tokens + excluded.tokens,"
+    "  latency_sum = latency_sum + excluded.latency_sum;"
+    " INSERT INTO rollup_hour VALUES ("
+    "  NEW.created_at - ((NEW.created_at % 3600000000) + 3600000000)"
+    "   % 3600000000,"
+    "  NEW.project_id, NEW.environment, 1, NEW.token_count, NEW.latency)"
+    " ON CONFLICT DO UPDATE SET n = n + 1,"
+    "  tokens = tokens + excluded.tokens,"
+    "  latency_sum = latency_sum + excluded.latency_sum;"
+    "END;"
+    "CREATE TRIGGER traces_rollup_delete AFTER DELETE ON traces BEGIN"
+    " UPDATE rollup_total SET n = n - 1,"
+    "  retried = retried - (OLD.retry_count > 0),"
+    "  retries = retries - OLD.retry_count,"
+    "  slow = slow - OLD.slow,"
+    "  tokens = tokens - OLD.token_count,"
+    "  latency_sum = CASE WHEN n = 1 THEN 0.0"
+    "   ELSE latency_sum - OLD.latency END"
+    " WHERE project_id = OLD.project_id AND environment = OLD.environment"
+    "  AND model_name = OLD.model_name AND status = OLD.status;"
+    " UPDATE rollup_hour SET n = n - 1,"
+    "  tokens = tokens - OLD.token_count,"
+    "  latency_sum = CASE WHEN n = 1 THEN 0.0"
+    "   ELSE latency_sum - OLD.latency END"
+    " WHERE hour = OLD.created_at - ((OLD.created_at % 3600000000)"
+    "   + 3600000000) % 3600000000"
+    "  AND project_id = OLD.project_id AND environment = OLD.environment;"
+    "END;";
+
+/* migrations[v] takes a database from version v to v + 1. */
+static const char *const migrations[TLLM_SCHEMA_VERSION] = {
+    schema_v1
+};
+
+/* ---- fixed statements ------------------------------------------------- */
+
+/* The analytics scope on the rollup tables: both parameters may be NULL.
+ * The rollups are small (one row per project, environment, model and
+ * status; per hour for charts), so OR-ed optional terms cost nothing. */
+#define SCOPE "(?1 IS NULL OR project_id = ?1)" \
+              " AND (?2 IS NULL OR environment = ?2)"
+
+#define BREAKDOWN(col) \
+    "SELECT " col ", SUM(n) FROM rollup_total WHERE " SCOPE \
+    " GROUP BY " col " HAVING SUM(n) > 0" \
+    " ORDER BY 2 DESC, 1 COLLATE BINARY ASC"
+
+static const char *const stmt_sql[ST__COUNT] = {
+    [ST_BEGIN_WRITE] = "BEGIN IMMEDIATE",
+    [ST_BEGIN_READ] = "BEGIN",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_PING] = "SELECT 1",
+    [ST_PROJECT_INSERT] =
+        "INSERT INTO projects (project_id, name, description, created_at)"
+        " VALUES (?1, ?2, ?3, ?4)",
+    [ST_PROJECT_LIST] =
+        "SELECT project_id, name, description, created_at FROM projects"
+        " ORDER BY created_at, rowid",
+    [ST_PROJECT_EXISTS] = "SELECT 1 FROM projects WHERE project_id = ?1",
+    /* Inserts nothing (no error) when the project does not exist, so
+     * "not found" does not depend on foreign_keys being on. */
+    [ST_KEY_INSERT] =
+        "INSERT INTO api_keys (key_id, key_hash, hint, project_id,"
+        " environment, created_at, last_used_at, revoked)"
+        " SELECT ?1, ?2, ?3, ?4, ?5, ?6, NULL, 0"
+        " WHERE EXISTS (SELECT 1 FROM projects WHERE project_id = ?4)",
+    [ST_KEY_LIST_ALL] =
+        "SELECT key_id, project_id, environment, hint, key_hash,"
+        " created_at, last_used_at, revoked FROM api_keys"
+        " ORDER BY created_at DESC, rowid DESC",
+    [ST_KEY_LIST_PROJECT] =
+        "SELECT key_id, project_id, environment, hint, key_hash,"
+        " created_at, last_used_at, revoked FROM api_keys"
+        " WHERE project_id = ?1 ORDER BY created_at DESC, rowid DESC",
+    [ST_KEY_REVOKE] = "UPDATE api_keys SET revoked = 1 WHERE key_id = ?1",
+    [ST_KEY_FIND] =
+        "SELECT key_id, project_id, environment, hint, key_hash,"
+        " created_at, last_used_at, revoked FROM api_keys"
+        " WHERE key_hash = ?1",
+    [ST_KEY_TOUCH] =
+        "UPDATE api_keys SET last_used_at = ?2 WHERE key_id = ?1"
+        " AND (last_used_at IS NULL OR last_used_at < ?3)",
+    [ST_TRACE_LOOKUP] =
+        "SELECT seq, project_id FROM traces WHERE trace_id = ?1",
+    [ST_TRACE_DELETE] = "DELETE FROM traces WHERE seq = ?1",
+    [ST_TRACE_INSERT] =
+        "INSERT INTO traces (trace_id, project_id, environment, model_name,"
+        " status, latency, token_count, retry_count, slow, created_at, body)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    [ST_TRACE_GET] = "SELECT body FROM traces WHERE trace_id = ?1",
+    [ST_SUMMARY] =
+        "SELECT COALESCE(SUM(n), 0),"
+        " COALESCE(SUM(CASE WHEN status = 'success' THEN n END), 0),"
+        " COALESCE(SUM(CASE WHEN status = 'failed' THEN n END), 0),"
+        " COALESCE(SUM(CASE WHEN status = 'warning' THEN n END), 0),"
+        " COALESCE(SUM(retries), 0), COALESCE(SUM(slow), 0),"
+        " COALESCE(SUM(tokens), 0), TOTAL(latency_sum),"
+        " COALESCE(SUM(retried), 0)"
+        " FROM rollup_total WHERE " SCOPE,
+    [ST_BY_STATUS] = BREAKDOWN("status"),
+    [ST_BY_MODEL] = BREAKDOWN("model_name"),
+    [ST_BY_PROJECT] = BREAKDOWN("project_id"),
+    [ST_HOURS] =
+        "SELECT hour, SUM(n), SUM(tokens), TOTAL(latency_sum)"
+        " FROM rollup_hour WHERE hour >= ?3 AND hour <= ?4 AND " SCOPE
+        " GROUP BY hour"
+};
+
+/* ---- connection ------------------------------------------------------- */
+
+int tllm__fail(tllm_db *db, const char *what)
+{
+    snprintf(db->errmsg, sizeof(db->errmsg), "%s: %s (%d)", what,
+             sqlite3_errmsg(db->sq), sqlite3_extended_errcode(db->sq));
+    return TLLM_ERROR;
+}
+
+const char *tllm_db_errmsg(tllm_db *db)
+{
+    return db->errmsg[0] ? db->errmsg : "no error";
+}
+
+sqlite3_stmt *tllm__prepare(tllm_db *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+
+    if (sqlite3_prepare_v3(db->sq, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                           &st, NULL) != SQLITE_OK) {
+        tllm__fail(db, "prepare");
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    return st;
+}
+
+sqlite3_stmt *tllm__stmt(tllm_db *db, tllm_stmt_id id)
+{
+    if (!db->stmt[id]) {
+        db->stmt[id] = tllm__prepare(db, stmt_sql[id]);
+    }
+    return db->stmt[id];
+}
+
+void tllm__release(sqlite3_stmt *st)
+{
+    if (st) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+}
+
+const char *tllm__col_text(apr_pool_t *p, sqlite3_stmt *st, int i,
+                           size_t *len)
+{
+    const unsigned char *s = sqlite3_column_text(st, i);
+    size_t n = (size_t)sqlite3_column_bytes(st, i);
+
+    if (len) {
+        *len = s ? n : 0;
+    }
+    return s ? apr_pstrmemdup(p, (const char *)s, n) : NULL;
+}
+
+int tllm__bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC)
+             : sqlite3_bind_null(st, i);
+}
+
+/* Step a statement that returns no rows (BEGIN, COMMIT, INSERT ...). */
+static int run(tllm_db *db, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    int rv = TLLM_OK;
+
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        int ext = sqlite3_extended_errcode(db->sq);
+
+        /* Only a duplicate is a conflict; NOT NULL and the like are bugs
+         * and go to the error log like any other failure. */
+        rv = ext == SQLITE_CONSTRAINT_UNIQUE
+             || ext == SQLITE_CONSTRAINT_PRIMARYKEY
+             ? TLLM_CONFLICT : TLLM_ERROR;
+        tllm__fail(db, what);
+    }
+    tllm__release(st);
+    return rv;
+}
+
+static int run_fixed(tllm_db *db, tllm_stmt_id id, const char *what)
+{
+    sqlite3_stmt *st = tllm__stmt(db, id);
+
+    return st ? run(db, st, what) : TLLM_ERROR;
+}
+
+int tllm__begin(tllm_db *db, int write)
+{
+    return run_fixed(db, write ? ST_BEGIN_WRITE : ST_BEGIN_READ, "begin")
+           == TLLM_OK ? TLLM_OK : TLLM_ERROR;
+}
+
+int tllm__commit(tllm_db *db)
+{
+    if (run_fixed(db, ST_COMMIT, "commit") != TLLM_OK) {
+        tllm__rollback(db);
+        return TLLM_ERROR;
+    }
+    return TLLM_OK;
+}
+
+void tllm__rollback(tllm_db *db)
+{
+    sqlite3_stmt *st;
+
+    /* Some errors end the transaction themselves; and a failed ROLLBACK
+     * must not overwrite the message of the failure that caused it. */
+    if (sqlite3_get_autocommit(db->sq)) {
+        return;
+    }
+    st = tllm__stmt(db, ST_ROLLBACK);
+    if (st) {
+        sqlite3_step(st);
+        tllm__release(st);
+    }
+}
+
+/* Runs before mod_dbd's own close cleanup on the same pool (cleanups run
+ * in reverse order of registration), so sqlite3_close finds no open
+ * statements. */
+static apr_status_t db_cleanup(void *data)
+{
+    tllm_db *db = data;
+    apr_hash_index_t *hi;
+    int i;
+
+    for (i = 0; i < ST__COUNT; i++) {
+        sqlite3_finalize(db->stmt[i]);
+        db->stmt[i] = NULL;
+    }
+    for (hi = apr_hash_first(NULL, db->built); hi; hi = apr_hash_next(hi)) {
+        void *val;
+
+        apr_hash_this(hi, NULL, NULL, &val);
+        sqlite3_finalize(*(sqlite3_stmt **)val);
+        *(sqlite3_stmt **)val = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+/* A PRAGMA that answers one row; its first column must be want
+ * (case-insensitively), or want is NULL (answer not checked). */
+static int pragma(sqlite3 *sq, const char *sql, const char *want,
+                  const char *also)
+{
+    sqlite3_stmt *st = NULL;
+    int ok;
+
+    if (sqlite3_prepare_v2(sq, sql, -1, &st, NULL) != SQLITE_OK) {
+        return 0;
+    }
+    switch (sqlite3_step(st)) {
+    case SQLITE_DONE:
+        ok = want == NULL;
+        break;
+    case SQLITE_ROW: {
+        const char *got = (const char *)sqlite3_column_text(st, 0);
+
+        ok = want == NULL
+             || (got && (strcasecmp(got, want) == 0
+                         || (also && strcasecmp(got, also) == 0)));
+        break;
+    }
+    default:
+        ok = 0;
+    }
+    sqlite3_finalize(st);
+    return ok;
+}
+
+static int connection_setup(sqlite3 *sq)
+{
+    /* First, so that switching to WAL waits for other writers. An
+     * in-memory database (tests) answers "memory": there is no WAL. */
+    return sqlite3_busy_timeout(sq, TLLM_BUSY_TIMEOUT_MS) == SQLITE_OK
+           && pragma(sq, "PRAGMA journal_mode=WAL", "wal", "memory")
+           && pragma(sq, "PRAGMA synchronous=NORMAL", NULL, NULL)
+           && pragma(sq, "PRAGMA synchronous", "1", NULL)
+           && pragma(sq, "PRAGMA foreign_keys=ON", NULL, NULL)
+           && pragma(sq, "PRAGMA foreign_keys", "1", NULL);
+}
+
+tllm_db *tllm_db_attach(apr_pool_t *conn_pool, sqlite3 *sq)
+{
+    void *data = NULL;
+    tllm_db *db;
+
+    apr_pool_userdata_get(&data, TLLM_DB_KEY, conn_pool);
+    db = data;
+    if (db && db->sq == sq) {
+        return db;
+    }
+    if (!sq || !connection_setup(sq)) {
+        return NULL;
+    }
+    db = apr_pcalloc(conn_pool, sizeof(*db));
+    db->sq = sq;
+    db->pool = conn_pool;
+    db->built = apr_hash_make(conn_pool);
+    if (apr_pool_userdata_setn(db, TLLM_DB_KEY, db_cleanup, conn_pool)
+        != APR_SUCCESS) {
+        return NULL;
+    }
+    return db;
+}
+
+/* ---- schema migration ------------------------------------------------- */
+
+static int user_version(tllm_db *db, int *version)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    /* Read once per process start: not worth a cached statement. */
+    if (sqlite3_prepare_v2(db->sq, "PRAGMA user_version", -1, &st, NULL)
+        != SQLITE_OK) {
+        return tllm__fail(db, "read schema version");
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *version = sqlite3_column_int(st, 0);
+    }
+    else {
+        tllm__fail(db, "read schema version");
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? TLLM_OK : TLLM_ERROR;
+}
+
+static int migrate_locked(tllm_db *db)
+{
+    int version;
+    char sql[64];
+
+    if (user_version(db, &version) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    if (version > TLLM_SCHEMA_VERSION || version < 0) {
+        snprintf(db->errmsg, sizeof(db->errmsg),
+                 "database schema version %d is not one this build knows"
+                 " (it migrates to %d)", version, TLLM_SCHEMA_VERSION);
+        return TLLM_ERROR;
+    }
+    for (; version < TLLM_SCHEMA_VERSION; version++) {
+        if (sqlite3_exec(db->sq, migrations[version], NULL, NULL, NULL)
+            != SQLITE_OK) {
+            return tllm__fail(db, "migrate schema");
+        }
+    }
+    /* Inside the transaction: the new version commits with the tables. */
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d",
+             TLLM_SCHEMA_VERSION);
+    if (sqlite3_exec(db->sq, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        return tllm__fail(db, "write schema version");
+    }
+    return TLLM_OK;
+}
+
+int tllm_store_migrate(tllm_db *db)
+{
+    /* BEGIN IMMEDIATE takes the write lock before reading the version, so
+     * of several processes starting at once one migrates and the others
+     * then find the current version. */
+    if (tllm__begin(db, 1) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    if (migrate_locked(db) != TLLM_OK) {
+        tllm__rollback(db);
+        return TLLM_ERROR;
+    }
+    return tllm__commit(db);
+}
+
+int tllm_store_ping(tllm_db *db)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_PING);
+    int rc;
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        tllm__fail(db, "ping");
+    }
+    tllm__release(st);
+    return rc == SQLITE_ROW ? TLLM_OK : TLLM_ERROR;
+}
+
+/* ---- projects --------------------------------------------------------- */
+
+static int key_insert(tllm_db *db, const tllm_key *key)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_KEY_INSERT);
+    int rv;
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    tllm__bind_text(st, 1, key->key_id);
+    sqlite3_bind_blob(st, 2, key->hash, sizeof(key->hash), SQLITE_STATIC);
+    tllm__bind_text(st, 3, key->hint);
+    tllm__bind_text(st, 4, key->project_id);
+    tllm__bind_text(st, 5, key->environment);
+    sqlite3_bind_int64(st, 6, key->created_at);
+    rv = run(db, st, "insert key");
+    if (rv == TLLM_OK && sqlite3_changes(db->sq) == 0) {
+        rv = TLLM_NOTFOUND;
+    }
+    return rv;
+}
+
+static int project_insert(tllm_db *db, const tllm_project *project)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_PROJECT_INSERT);
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    tllm__bind_text(st, 1, project->project_id);
+    tllm__bind_text(st, 2, project->name);
+    tllm__bind_text(st, 3, project->description ? project->description
+                                                : "");
+    sqlite3_bind_int64(st, 4, project->created_at);
+    return run(db, st, "insert project");
+}
+
+int tllm_store_project_create(tllm_db *db, const tllm_project *project,
+                              const tllm_key *key)
+{
+    int rv;
+
+    if (tllm__begin(db, 1) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    rv = project_insert(db, project);
+    if (rv == TLLM_OK) {
+        rv = key_insert(db, key);
+        /* A key collision (random 32 characters) is a failure, not
+         * "project exists"; and the project is there, so never NOTFOUND. */
+        if (rv != TLLM_OK) {
+            rv = TLLM_ERROR;
+        }
+    }
+    if (rv != TLLM_OK) {
+        tllm__rollback(db);
+        return rv;
+    }
+    return tllm__commit(db);
+}
+
+int tllm_store_projects(tllm_db *db, apr_pool_t *p, apr_array_header_t **out)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_PROJECT_LIST);
+    apr_array_header_t *arr = apr_array_make(p, 8, sizeof(tllm_project));
+    int rc;
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tllm_project *pr = apr_array_push(arr);
+
+        pr->project_id = tllm__col_text(p, st, 0, NULL);
+        pr->name = tllm__col_text(p, st, 1, NULL);
+        pr->description = tllm__col_text(p, st, 2, NULL);
+        if (!pr->description) {
+            pr->description = "";
+        }
+        pr->created_at = sqlite3_column_int64(st, 3);
+    }
+    if (rc != SQLITE_DONE) {
+        tllm__fail(db, "list projects");
+    }
+    tllm__release(st);
+    *out = arr;
+    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
+int tllm_store_project_exists(tllm_db *db, const char *project_id)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_PROJECT_EXISTS);
+    int rc;
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    tllm__bind_text(st, 1, project_id);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        tllm__fail(db, "find project");
+    }
+    tllm__release(st);
+    return rc == SQLITE_ROW ? TLLM_OK
+           : rc == SQLITE_DONE ? TLLM_NOTFOUND : TLLM_ERROR;
+}
+
+/* ---- keys ------------------------------------------------------------- */
+
+int tllm_store_key_create(tllm_db *db, const tllm_key *key)
+{
+    /* TLLM_CONFLICT here is a key_id or hash collision. */
+    return key_insert(db, key);
+}
+
+static void key_from_row(apr_pool_t *p, sqlite3_stmt *st, tllm_key *k)
+{
+    const void *hash = sqlite3_column_blob(st, 4);
+
+    memset(k, 0, sizeof(*k));
+    k->key_id = tllm__col_text(p, st, 0, NULL);
+    k->project_id = tllm__col_text(p, st, 1, NULL);
+    k->environment = tllm__col_text(p, st, 2, NULL);
+    k->hint = tllm__col_text(p, st, 3, NULL);
+    if (hash && sqlite3_column_bytes(st, 4) == (int)sizeof(k->hash)) {
+        memcpy(k->hash, hash, sizeof(k->hash));
+    }
+    k->created_at = sqlite3_column_int64(st, 5);
+    k->last_used_at = sqlite3_column_type(st, 6) == SQLITE_NULL
+                      ? -1 : sqlite3_column_int64(st, 6);
+    k->revoked = sqlite3_column_int(st, 7) != 0;
+}
+
+int tllm_store_keys(tllm_db *db, apr_pool_t *p, const char *project_id,
+                    apr_array_header_t **out)
+{
+    sqlite3_stmt *st = tllm__stmt(db, project_id ? ST_KEY_LIST_PROJECT
+                                                 : ST_KEY_LIST_ALL);
+    apr_array_header_t *arr = apr_array_make(p, 8, sizeof(tllm_key));
+    int rc;
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    if (project_id) {
+        tllm__bind_text(st, 1, project_id);
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        key_from_row(p, st, apr_array_push(arr));
+    }
+    if (rc != SQLITE_DONE) {
+        tllm__fail(db, "list keys");
+    }
+    tllm__release(st);
+    *out = arr;
+    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
+int tllm_store_key_revoke(tllm_db *db, const char *key_id)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_KEY_REVOKE);
+    int rv;
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    tllm__bind_text(st, 1, key_id);
+    rv = run(db, st, "revoke key");
+    if (rv == TLLM_OK && sqlite3_changes(db->sq) == 0) {
+        rv = TLLM_NOTFOUND;
+    }
+    return rv;
+}
+
+int tllm_store_key_find(tllm_db *db, apr_pool_t *p,
+                        const unsigned char hash[32], tllm_key **out)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_KEY_FIND);
+    int rc;
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = apr_palloc(p, sizeof(tllm_key));
+        key_from_row(p, st, *out);
+    }
+    else if (rc != SQLITE_DONE) {
+        tllm__fail(db, "find key");
+    }
+    tllm__release(st);
+    return rc == SQLITE_ROW ? TLLM_OK
+           : rc == SQLITE_DONE ? TLLM_NOTFOUND : TLLM_ERROR;
+}
+
+int tllm_store_key_touch(tllm_db *db, const char *key_id, int64_t now_us)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_KEY_TOUCH);
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    tllm__bind_text(st, 1, key_id);
+    sqlite3_bind_int64(st, 2, now_us);
+    sqlite3_bind_int64(st, 3, now_us - TLLM_TOUCH_INTERVAL_US);
+    return run(db, st, "touch key") == TLLM_OK ? TLLM_OK : TLLM_ERROR;
+}

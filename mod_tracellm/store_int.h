@@ -1,0 +1,56 @@
+/*
+ * store_int.h - private to store.c and store_traces.c: the connection
+ * object, the statement cache and the small helpers both files use.
+ * Nothing outside the store includes this.
+ */
+#ifndef TLLM_STORE_INT_H
+#define TLLM_STORE_INT_H
+
+#include <apr_hash.h>
+#include "store.h"
+
+/* Every fixed statement, an index into tllm_db.stmt (SQL in store.c). */
+typedef enum {
+    ST_BEGIN_WRITE, ST_BEGIN_READ, ST_COMMIT, ST_ROLLBACK, ST_PING,
+    ST_PROJECT_INSERT, ST_PROJECT_LIST, ST_PROJECT_EXISTS,
+    ST_KEY_INSERT, ST_KEY_LIST_ALL, ST_KEY_LIST_PROJECT, ST_KEY_REVOKE,
+    ST_KEY_FIND, ST_KEY_TOUCH,
+    ST_TRACE_LOOKUP, ST_TRACE_DELETE, ST_TRACE_INSERT, ST_TRACE_GET,
+    ST_SUMMARY, ST_BY_STATUS, ST_BY_MODEL, ST_BY_PROJECT, ST_HOURS,
+    ST__COUNT
+} tllm_stmt_id;
+
+struct tllm_db {
+    sqlite3 *sq;
+    apr_pool_t *pool;              /* the connection's pool */
+    sqlite3_stmt *stmt[ST__COUNT]; /* prepared on first use */
+    apr_hash_t *built;             /* SQL built from filters, by shape */
+    char errmsg[512];
+};
+
+/* Record sqlite3_errmsg (prefixed by what) as the last error; TLLM_ERROR. */
+int tllm__fail(tllm_db *db, const char *what);
+
+/* A persistent statement for sql on db, or NULL (error recorded). */
+sqlite3_stmt *tllm__prepare(tllm_db *db, const char *sql);
+
+/* The cached fixed statement id, prepared on first use; NULL on error. */
+sqlite3_stmt *tllm__stmt(tllm_db *db, tllm_stmt_id id);
+
+/* Make st ready for its next use: reset and drop the bindings. */
+void tllm__release(sqlite3_stmt *st);
+
+/* Transactions. begin: write = BEGIN IMMEDIATE, else a deferred read
+ * transaction (one consistent snapshot for several SELECTs). */
+int tllm__begin(tllm_db *db, int write);
+int tllm__commit(tllm_db *db);
+void tllm__rollback(tllm_db *db);
+
+/* Column i of the current row as pool text (NULL for SQL NULL). */
+const char *tllm__col_text(apr_pool_t *p, sqlite3_stmt *st, int i,
+                           size_t *len);
+
+/* Bind s (NULL binds SQL NULL) to parameter i. */
+int tllm__bind_text(sqlite3_stmt *st, int i, const char *s);
+
+#endif

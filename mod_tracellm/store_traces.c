@@ -1,0 +1,683 @@
+/*
+ * store_traces.c - storing traces, listing them, and the aggregates of
+ * GET /analytics and GET /failures.
+ *
+ * Listings are built from the set of filters present (one bit each), so
+ * every shape of query gets WHERE terms SQLite can match to an index;
+ * each shape is prepared once per connection and cached under its bits.
+ * Counts and sums come from the rollup tables the schema's triggers keep
+ * (store.c); only the p95 and the row lists touch the traces table, and
+ * those through an index in the order they need.
+ */
+#include <stdio.h>
+#include <string.h>
+#include "store_int.h"
+
+#define HOUR_US INT64_C(3600000000)
+#define RECENT_FAILURES 5
+
+/* The filter terms a built query can have, one bit each. */
+enum {
+    FB_STATUS, FB_MODEL, FB_PROJECT, FB_ENV,
+    FB_LAT_MIN, FB_LAT_MAX, FB_TOK_MIN, FB_TOK_MAX,
+    FB_RETRIED, FB_SLOW, FB_FLAGGED,
+    FB__COUNT
+};
+#define F(bit) (1u << (bit))
+
+/* Filters the rollup_total table can answer counts for (it has these
+ * columns under the same names). */
+#define F_ROLLUP (F(FB_STATUS) | F(FB_MODEL) | F(FB_PROJECT) | F(FB_ENV))
+
+/* The last three must stay textually identical to the WHERE clauses of
+ * the partial indexes traces_retried, traces_slow and traces_flagged. */
+static const char *const term[FB__COUNT] = {
+    [FB_STATUS] = "status = :status",
+    [FB_MODEL] = "model_name = :model",
+    [FB_PROJECT] = "project_id = :project",
+    [FB_ENV] = "environment = :env",
+    [FB_LAT_MIN] = "latency >= :lat_min",
+    [FB_LAT_MAX] = "latency <= :lat_max",
+    [FB_TOK_MIN] = "token_count >= :tok_min",
+    [FB_TOK_MAX] = "token_count <= :tok_max",
+    [FB_RETRIED] = "retry_count > 0",
+    [FB_SLOW] = "slow = 1",
+    [FB_FLAGGED] =
+        "NOT (status = 'success' AND slow = 0 AND retry_count <= 0)"
+};
+
+/* What a built query returns. */
+typedef enum {
+    Q_PAGE,         /* bodies, newest first, :limit of them */
+    Q_COUNT,        /* count(*) of matching rows */
+    Q_ROLLUP_COUNT, /* the same from rollup_total (F_ROLLUP terms only) */
+    Q_RANK_ASC,     /* the latency at rank :offset, ascending */
+    Q_RANK_DESC,    /* ... descending */
+    Q__COUNT
+} query_kind;
+
+static const struct {
+    const char *head, *tail;
+} shape[Q__COUNT] = {
+    [Q_PAGE] = { "SELECT body FROM traces",
+                 " ORDER BY created_at DESC, seq DESC LIMIT :limit" },
+    [Q_COUNT] = { "SELECT count(*) FROM traces", "" },
+    [Q_ROLLUP_COUNT] = { "SELECT COALESCE(SUM(n), 0) FROM rollup_total", "" },
+    [Q_RANK_ASC] = { "SELECT latency FROM traces",
+                     " ORDER BY latency ASC LIMIT 1 OFFSET :offset" },
+    [Q_RANK_DESC] = { "SELECT latency FROM traces",
+                      " ORDER BY latency DESC LIMIT 1 OFFSET :offset" }
+};
+
+/* A filter set and its values. */
+typedef struct {
+    unsigned mask;
+    const char *status, *model, *project, *env;
+    double lat_min, lat_max;
+    int64_t tok_min, tok_max;
+} query;
+
+/* A cached built statement; st first: store.c's cleanup finalizes it
+ * through the hash value as a sqlite3_stmt **. */
+typedef struct {
+    sqlite3_stmt *st;
+    unsigned key;
+} built_stmt;
+
+/* ---- building, binding, running --------------------------------------- */
+
+static sqlite3_stmt *built(tllm_db *db, query_kind kind, unsigned mask)
+{
+    unsigned key = (unsigned)kind << FB__COUNT | mask;
+    built_stmt *b = apr_hash_get(db->built, &key, sizeof(key));
+    const char *sep = " WHERE ";
+    char sql[1024];    /* all terms together need well under half */
+    size_t len;
+    sqlite3_stmt *st;
+    int i;
+
+    if (b) {
+        return b->st;
+    }
+    len = (size_t)snprintf(sql, sizeof(sql), "%s", shape[kind].head);
+    for (i = 0; i < FB__COUNT; i++) {
+        if (mask & F(i)) {
+            len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s%s",
+                                    sep, term[i]);
+            sep = " AND ";
+        }
+    }
+    snprintf(sql + len, sizeof(sql) - len, "%s", shape[kind].tail);
+
+    /* Allocated only on success: the connection's pool lives long. */
+    st = tllm__prepare(db, sql);
+    if (!st) {
+        return NULL;
+    }
+    b = apr_palloc(db->pool, sizeof(*b));
+    b->st = st;
+    b->key = key;
+    apr_hash_set(db->built, &b->key, sizeof(b->key), b);
+    return b->st;
+}
+
+/* Parameters a statement does not have are skipped: the same binder
+ * serves every shape. */
+static void bind_text(sqlite3_stmt *st, const char *name, const char *v)
+{
+    int i = sqlite3_bind_parameter_index(st, name);
+
+    if (i) {
+        tllm__bind_text(st, i, v);
+    }
+}
+
+static void bind_int64(sqlite3_stmt *st, const char *name, int64_t v)
+{
+    int i = sqlite3_bind_parameter_index(st, name);
+
+    if (i) {
+        sqlite3_bind_int64(st, i, v);
+    }
+}
+
+static void bind_double(sqlite3_stmt *st, const char *name, double v)
+{
+    int i = sqlite3_bind_parameter_index(st, name);
+
+    if (i) {
+        sqlite3_bind_double(st, i, v);
+    }
+}
+
+static void bind_query(sqlite3_stmt *st, const query *q)
+{
+    bind_text(st, ":status", q->status);
+    bind_text(st, ":model", q->model);
+    bind_text(st, ":project", q->project);
+    bind_text(st, ":env", q->env);
+    bind_double(st, ":lat_min", q->lat_min);
+    bind_double(st, ":lat_max", q->lat_max);
+    bind_int64(st, ":tok_min", q->tok_min);
+    bind_int64(st, ":tok_max", q->tok_max);
+}
+
+/* Set a string filter; the contract says an empty value is no filter. */
+static void query_text(query *q, int bit, const char **slot, const char *v)
+{
+    if (v && *v) {
+        q->mask |= F(bit);
+        *slot = v;
+    }
+}
+
+static void query_scope(query *q, const char *project_id,
+                        const char *environment)
+{
+    memset(q, 0, sizeof(*q));
+    query_text(q, FB_PROJECT, &q->project, project_id);
+    query_text(q, FB_ENV, &q->env, environment);
+}
+
+static void query_from_filter(query *q, const tllm_trace_filter *f)
+{
+    query_scope(q, f->project_id, f->environment);
+    query_text(q, FB_STATUS, &q->status, f->status);
+    query_text(q, FB_MODEL, &q->model, f->model_name);
+    if (f->has_latency_min) {
+        q->mask |= F(FB_LAT_MIN);
+        q->lat_min = f->latency_min;
+    }
+    if (f->has_latency_max) {
+        q->mask |= F(FB_LAT_MAX);
+        q->lat_max = f->latency_max;
+    }
+    if (f->has_token_min) {
+        q->mask |= F(FB_TOK_MIN);
+        q->tok_min = f->token_min;
+    }
+    if (f->has_token_max) {
+        q->mask |= F(FB_TOK_MAX);
+        q->tok_max = f->token_max;
+    }
+}
+
+/* Append the matching bodies, newest first, at most limit, to *out. */
+static int page(tllm_db *db, apr_pool_t *p, const query *q, int limit,
+                apr_array_header_t **out)
+{
+    sqlite3_stmt *st = built(db, Q_PAGE, q->mask);
+    int rc;
+
+    *out = apr_array_make(p, limit > 0 && limit < 64 ? limit : 16,
+                          sizeof(tllm_text));
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    bind_query(st, q);
+    bind_int64(st, ":limit", limit > 0 ? limit : 0);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tllm_text *t = apr_array_push(*out);
+
+        t->s = tllm__col_text(p, st, 0, &t->len);
+        if (!t->s) {
+            t->s = "null";
+            t->len = 4;
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        tllm__fail(db, "list traces");
+    }
+    tllm__release(st);
+    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
+/* The single value of a one-row query (count or latency). found = 0 if it
+ * gave no row. */
+static int scalar(tllm_db *db, sqlite3_stmt *st, int *found, int64_t *i,
+                  double *d)
+{
+    int rc;
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    rc = sqlite3_step(st);
+    *found = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW) {
+        if (i) {
+            *i = sqlite3_column_int64(st, 0);
+        }
+        if (d) {
+            *d = sqlite3_column_double(st, 0);
+        }
+    }
+    else if (rc != SQLITE_DONE) {
+        tllm__fail(db, "query traces");
+    }
+    tllm__release(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
+static int count(tllm_db *db, const query *q, int64_t *n)
+{
+    /* Filters the rollup covers are answered without touching traces. */
+    query_kind kind = q->mask & ~F_ROLLUP ? Q_COUNT : Q_ROLLUP_COUNT;
+    sqlite3_stmt *st = built(db, kind, q->mask);
+    int found;
+
+    *n = 0;
+    if (st) {
+        bind_query(st, q);
+    }
+    return scalar(db, st, &found, n, NULL);
+}
+
+/* End a read transaction begun for a consistent snapshot. */
+static int end_read(tllm_db *db, int rv)
+{
+    if (rv != TLLM_OK) {
+        tllm__rollback(db);
+        return rv;
+    }
+    return tllm__commit(db);
+}
+
+/* ---- storing ---------------------------------------------------------- */
+
+/* The seq of trace_id's row (0 if none) and whether it is in project. */
+static int lookup(tllm_db *db, const tllm_trace *t, int64_t *seq, int *ours)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_TRACE_LOOKUP);
+    int rc;
+
+    *seq = 0;
+    *ours = 0;
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    tllm__bind_text(st, 1, t->trace_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *owner = (const char *)sqlite3_column_text(st, 1);
+
+        *seq = sqlite3_column_int64(st, 0);
+        *ours = owner && t->project_id && strcmp(owner, t->project_id) == 0;
+    }
+    else if (rc != SQLITE_DONE) {
+        tllm__fail(db, "look up trace");
+    }
+    tllm__release(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
+static int run_stmt(tllm_db *db, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+
+    if (rc != SQLITE_DONE) {
+        tllm__fail(db, what);
+    }
+    tllm__release(st);
+    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
+static int delete_seq(tllm_db *db, int64_t seq)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_TRACE_DELETE);
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    sqlite3_bind_int64(st, 1, seq);
+    return run_stmt(db, st, "replace trace");
+}
+
+static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_TRACE_INSERT);
+    size_t len = t->json ? (t->json_len ? t->json_len : strlen(t->json)) : 0;
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    tllm__bind_text(st, 1, t->trace_id);
+    tllm__bind_text(st, 2, t->project_id);
+    tllm__bind_text(st, 3, t->environment);
+    tllm__bind_text(st, 4, t->model_name);
+    tllm__bind_text(st, 5, t->status);
+    sqlite3_bind_double(st, 6, t->latency);
+    sqlite3_bind_int64(st, 7, t->token_count);
+    sqlite3_bind_int64(st, 8, t->retry_count);
+    sqlite3_bind_int(st, 9, t->slow_request ? 1 : 0);
+    sqlite3_bind_int64(st, 10, t->created_at);
+    if (t->json) {
+        sqlite3_bind_text64(st, 11, t->json, len, SQLITE_STATIC,
+                            SQLITE_UTF8);
+    }
+    if (run_stmt(db, st, "insert trace") != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    *seq = sqlite3_last_insert_rowid(db->sq);
+    return TLLM_OK;
+}
+
+static int put_one(tllm_db *db, const tllm_trace *t, int *result,
+                   int64_t *last_seq)
+{
+    int64_t seq;
+    int ours;
+
+    if (lookup(db, t, &seq, &ours) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    if (seq && !ours) {
+        *result = TLLM_CONFLICT;
+        return TLLM_OK;
+    }
+    /* Delete, not update: the new version must get a new seq so the
+     * event log replays it at its new place, and the rollup triggers
+     * take the old version out of every aggregate. */
+    if (seq && delete_seq(db, seq) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    if (insert(db, t, &seq) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    if (seq > *last_seq) {
+        *last_seq = seq;
+    }
+    *result = TLLM_OK;
+    return TLLM_OK;
+}
+
+int tllm_store_traces_put(tllm_db *db, tllm_trace *const *traces, int n,
+                          int *results, int64_t *last_seq)
+{
+    int64_t last = 0;
+    int i;
+
+    if (last_seq) {
+        *last_seq = 0;
+    }
+    if (tllm__begin(db, 1) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    for (i = 0; i < n; i++) {
+        if (put_one(db, traces[i], &results[i], &last) != TLLM_OK) {
+            tllm__rollback(db);
+            return TLLM_ERROR;
+        }
+    }
+    if (tllm__commit(db) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    if (last_seq) {
+        *last_seq = last;
+    }
+    return TLLM_OK;
+}
+
+int tllm_store_trace_get(tllm_db *db, apr_pool_t *p, const char *trace_id,
+                         tllm_text *out)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_TRACE_GET);
+    int rc;
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    tllm__bind_text(st, 1, trace_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->s = tllm__col_text(p, st, 0, &out->len);
+    }
+    else if (rc != SQLITE_DONE) {
+        tllm__fail(db, "get trace");
+    }
+    tllm__release(st);
+    return rc == SQLITE_ROW ? TLLM_OK
+           : rc == SQLITE_DONE ? TLLM_NOTFOUND : TLLM_ERROR;
+}
+
+/* ---- listing ---------------------------------------------------------- */
+
+int tllm_store_traces_list(tllm_db *db, apr_pool_t *p,
+                           const tllm_trace_filter *f, int limit,
+                           int64_t *total, apr_array_header_t **items)
+{
+    query q;
+    int rv;
+
+    query_from_filter(&q, f);
+    *total = 0;
+    *items = apr_array_make(p, 1, sizeof(tllm_text));
+    /* One snapshot: the total and the page agree. */
+    if (tllm__begin(db, 0) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    rv = count(db, &q, total);
+    if (rv == TLLM_OK) {
+        rv = page(db, p, &q, limit, items);
+    }
+    return end_read(db, rv);
+}
+
+/* ---- aggregates ------------------------------------------------------- */
+
+/* The sums of rollup_total over a scope. */
+typedef struct {
+    int64_t total, success, failed, warning, retries, slow, tokens, retried;
+    double latency_sum;
+} totals;
+
+static int bind_scope(tllm_db *db, sqlite3_stmt *st, const query *scope)
+{
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    tllm__bind_text(st, 1, scope->project);
+    tllm__bind_text(st, 2, scope->env);
+    return TLLM_OK;
+}
+
+static int sum_totals(tllm_db *db, const query *scope, totals *t)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_SUMMARY);
+    int rc;
+
+    memset(t, 0, sizeof(*t));
+    if (bind_scope(db, st, scope) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        t->total = sqlite3_column_int64(st, 0);
+        t->success = sqlite3_column_int64(st, 1);
+        t->failed = sqlite3_column_int64(st, 2);
+        t->warning = sqlite3_column_int64(st, 3);
+        t->retries = sqlite3_column_int64(st, 4);
+        t->slow = sqlite3_column_int64(st, 5);
+        t->tokens = sqlite3_column_int64(st, 6);
+        t->latency_sum = sqlite3_column_double(st, 7);
+        t->retried = sqlite3_column_int64(st, 8);
+    }
+    else {
+        tllm__fail(db, "sum traces");
+    }
+    tllm__release(st);
+    return rc == SQLITE_ROW ? TLLM_OK : TLLM_ERROR;
+}
+
+/* Nearest rank: sorted ascending, the value at index ceil(0.95 n) - 1,
+ * read from a latency index at that offset from whichever end is nearer
+ * (for n traces the descending walk is about n / 20 entries). Integer
+ * arithmetic: 0.95 * n in floating point can land just above a whole
+ * number and take the next rank. */
+static int p95(tllm_db *db, const query *scope, int64_t n, double *out)
+{
+    int64_t k = (95 * n + 99) / 100 - 1;
+    int desc = n - 1 - k < k;
+    sqlite3_stmt *st;
+    int found;
+
+    *out = 0;
+    if (n <= 0) {
+        return TLLM_OK;
+    }
+    st = built(db, desc ? Q_RANK_DESC : Q_RANK_ASC, scope->mask);
+    if (st) {
+        bind_query(st, scope);
+        bind_int64(st, ":offset", desc ? n - 1 - k : k);
+    }
+    return scalar(db, st, &found, NULL, out);
+}
+
+static int64_t hour_floor(int64_t us)
+{
+    return us - ((us % HOUR_US) + HOUR_US) % HOUR_US;
+}
+
+static int hours(tllm_db *db, const query *scope, int64_t now_us,
+                 tllm_analytics *a)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_HOURS);
+    int64_t last = hour_floor(now_us);
+    int i, rc;
+
+    for (i = 0; i < 24; i++) {
+        a->hour_start[i] = last - (23 - i) * HOUR_US;
+    }
+    if (bind_scope(db, st, scope) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    sqlite3_bind_int64(st, 3, a->hour_start[0]);
+    sqlite3_bind_int64(st, 4, last);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t h = (sqlite3_column_int64(st, 0) - a->hour_start[0])
+                    / HOUR_US;
+        int64_t n = sqlite3_column_int64(st, 1);
+
+        if (h < 0 || h > 23) {
+            continue;
+        }
+        a->hour_traces[h] = n;
+        a->hour_tokens[h] = sqlite3_column_int64(st, 2);
+        a->hour_latency[h] = n > 0 ? sqlite3_column_double(st, 3) / n : 0;
+    }
+    if (rc != SQLITE_DONE) {
+        tllm__fail(db, "hourly traces");
+    }
+    tllm__release(st);
+    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
+static int breakdown(tllm_db *db, apr_pool_t *p, tllm_stmt_id id,
+                     const query *scope, apr_array_header_t **out)
+{
+    sqlite3_stmt *st = tllm__stmt(db, id);
+    int rc;
+
+    *out = apr_array_make(p, 8, sizeof(tllm_count));
+    if (bind_scope(db, st, scope) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tllm_count *c = apr_array_push(*out);
+
+        c->key = tllm__col_text(p, st, 0, NULL);
+        c->count = sqlite3_column_int64(st, 1);
+    }
+    if (rc != SQLITE_DONE) {
+        tllm__fail(db, "breakdown");
+    }
+    tllm__release(st);
+    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
+static int analytics(tllm_db *db, apr_pool_t *p, const query *scope,
+                     int64_t now_us, tllm_analytics *a)
+{
+    query flagged = *scope;
+    totals t;
+
+    if (sum_totals(db, scope, &t) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    a->total_traces = t.total;
+    a->success_traces = t.success;
+    a->failed_traces = t.failed;
+    a->warning_traces = t.warning;
+    a->retries = t.retries;
+    a->slow_requests = t.slow;
+    a->total_tokens = t.tokens;
+    a->average_latency = t.total > 0 ? t.latency_sum / t.total : 0;
+    flagged.mask |= F(FB_FLAGGED);
+    if (p95(db, scope, t.total, &a->p95_latency) != TLLM_OK
+        || hours(db, scope, now_us, a) != TLLM_OK
+        || breakdown(db, p, ST_BY_STATUS, scope, &a->by_status) != TLLM_OK
+        || breakdown(db, p, ST_BY_MODEL, scope, &a->by_model) != TLLM_OK
+        || breakdown(db, p, ST_BY_PROJECT, scope, &a->by_project) != TLLM_OK
+        || page(db, p, &flagged, RECENT_FAILURES, &a->recent_failures)
+           != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    return TLLM_OK;
+}
+
+int tllm_store_analytics(tllm_db *db, apr_pool_t *p, const char *project_id,
+                         const char *environment, int64_t now_us,
+                         tllm_analytics *out)
+{
+    query scope;
+
+    memset(out, 0, sizeof(*out));
+    out->by_status = apr_array_make(p, 1, sizeof(tllm_count));
+    out->by_model = apr_array_make(p, 1, sizeof(tllm_count));
+    out->by_project = apr_array_make(p, 1, sizeof(tllm_count));
+    out->recent_failures = apr_array_make(p, 1, sizeof(tllm_text));
+    query_scope(&scope, project_id, environment);
+    if (tllm__begin(db, 0) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    return end_read(db, analytics(db, p, &scope, now_us, out));
+}
+
+static int failures(tllm_db *db, apr_pool_t *p, const query *scope,
+                    int limit, tllm_failures *out)
+{
+    query failed = *scope, retried = *scope, slow = *scope;
+    totals t;
+
+    failed.mask |= F(FB_STATUS);
+    failed.status = TLLM_STATUS_FAILED;
+    retried.mask |= F(FB_RETRIED);
+    slow.mask |= F(FB_SLOW);
+    if (sum_totals(db, scope, &t) != TLLM_OK
+        || page(db, p, &failed, limit, &out->failed) != TLLM_OK
+        || page(db, p, &retried, limit, &out->retried) != TLLM_OK
+        || page(db, p, &slow, limit, &out->slow) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    out->failed_total = t.failed;
+    out->retried_total = t.retried;
+    out->slow_total = t.slow;
+    return TLLM_OK;
+}
+
+int tllm_store_failures(tllm_db *db, apr_pool_t *p, const char *project_id,
+                        const char *environment, int limit,
+                        tllm_failures *out)
+{
+    query scope;
+
+    memset(out, 0, sizeof(*out));
+    out->failed = apr_array_make(p, 1, sizeof(tllm_text));
+    out->retried = apr_array_make(p, 1, sizeof(tllm_text));
+    out->slow = apr_array_make(p, 1, sizeof(tllm_text));
+    query_scope(&scope, project_id, environment);
+    if (tllm__begin(db, 0) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    return end_read(db, failures(db, p, &scope, limit, out));
+}

@@ -1,0 +1,711 @@
+/*
+ * test_store.c - the store against a real SQLite file: schema migration,
+ * projects and keys, storing and replacing traces, every listing filter,
+ * and analytics and failures over a small data set whose numbers are
+ * worked out by hand in the comments below.
+ */
+#include <stdlib.h>
+#include <unistd.h>
+#include <apr_general.h>
+#include <apr_strings.h>
+#include "store.h"
+#include "unit.h"
+
+#define H INT64_C(3600000000)
+#define S INT64_C(1000000)
+
+static apr_pool_t *tp;          /* test scratch */
+static int close_rc = -1;       /* sqlite3_close's answer at pool end */
+
+/* Stands in for mod_dbd: the connection closes when its pool goes, by a
+ * cleanup registered before the store attaches. */
+static apr_status_t close_db(void *data)
+{
+    close_rc = sqlite3_close(data);
+    return APR_SUCCESS;
+}
+
+static tllm_db *open_db(const char *path, apr_pool_t **pool, sqlite3 **out)
+{
+    sqlite3 *sq = NULL;
+
+    apr_pool_create(pool, NULL);
+    if (sqlite3_open_v2(path, &sq, SQLITE_OPEN_READWRITE
+                        | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+        fprintf(stderr, "open %s: %s\n", path, sqlite3_errmsg(sq));
+        exit(2);
+    }
+    apr_pool_cleanup_register(*pool, sq, close_db, apr_pool_cleanup_null);
+    *out = sq;
+    return tllm_db_attach(*pool, sq);
+}
+
+/* A one-value query straight on the handle, as text (test scratch). */
+static const char *raw(sqlite3 *sq, const char *sql)
+{
+    sqlite3_stmt *st;
+    const char *v = NULL;
+
+    if (sqlite3_prepare_v2(sq, sql, -1, &st, NULL) != SQLITE_OK) {
+        return NULL;
+    }
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0)) {
+        v = apr_pstrdup(tp, (const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int count_stmts(sqlite3 *sq)
+{
+    sqlite3_stmt *st = NULL;
+    int n = 0;
+
+    while ((st = sqlite3_next_stmt(sq, st)) != NULL) {
+        n++;
+    }
+    return n;
+}
+
+/* ---- projects and keys ------------------------------------------------ */
+
+static tllm_key mkkey(const char *key_id, const char *project_id,
+                      const char *env, int64_t created_at, int hash_byte)
+{
+    tllm_key k;
+
+    memset(&k, 0, sizeof(k));
+    k.key_id = key_id;
+    k.project_id = project_id;
+    k.environment = env;
+    k.hint = apr_psprintf(tp, "h%d", hash_byte);
+    memset(k.hash, hash_byte, sizeof(k.hash));
+    k.created_at = created_at;
+    k.last_used_at = -1;
+    return k;
+}
+
+static const char *key_ids(apr_array_header_t *a)
+{
+    const char *s = "";
+    int i;
+
+    for (i = 0; i < a->nelts; i++) {
+        s = apr_pstrcat(tp, s, i ? "," : "",
+                        APR_ARRAY_IDX(a, i, tllm_key).key_id, NULL);
+    }
+    return s;
+}
+
+static void test_projects(tllm_db *db)
+{
+    tllm_project pa = { "alpha", "Alpha", "first", 100 };
+    tllm_project pb = { "beta", "Beta", NULL, 100 };
+    tllm_project pg = { "gamma", "Gamma", "", 50 };
+    tllm_project same_id = { "alpha", "Other", "", 10 };
+    tllm_project same_name = { "alpha-2", "Alpha", "", 10 };
+    tllm_key k1 = mkkey("key_1", "alpha", "prod", 100, 1);
+    tllm_key k2 = mkkey("key_2", "beta", "prod", 100, 2);
+    tllm_key kg = mkkey("key_g", "gamma", "dev", 50, 3);
+    tllm_key kx = mkkey("key_x", "alpha", "prod", 10, 9);
+    tllm_key k3 = mkkey("key_3", "alpha", "dev", 200, 4);
+    tllm_key knp = mkkey("key_np", "nope", "dev", 300, 5);
+    apr_array_header_t *a;
+    tllm_key *found;
+    unsigned char unknown[32];
+
+    CHECK(tllm_store_project_create(db, &pa, &k1) == TLLM_OK);
+    CHECK(tllm_store_project_create(db, &pb, &k2) == TLLM_OK);
+    CHECK(tllm_store_project_create(db, &pg, &kg) == TLLM_OK);
+    CHECK(tllm_store_project_create(db, &same_id, &kx) == TLLM_CONFLICT);
+    kx.key_id = "key_y";
+    CHECK(tllm_store_project_create(db, &same_name, &kx) == TLLM_CONFLICT);
+    same_name.name = NULL;
+    CHECK(tllm_store_project_create(db, &same_name, &kx) == TLLM_ERROR);
+    CHECK(strstr(tllm_db_errmsg(db), "NOT NULL") != NULL);
+
+    /* Oldest first; alpha and beta tie on created_at: insertion order. */
+    CHECK(tllm_store_projects(db, tp, &a) == TLLM_OK);
+    CHECK(a->nelts == 3);
+    if (a->nelts == 3) {
+        tllm_project *p = (tllm_project *)a->elts;
+
+        CHECK_STR(p[0].project_id, "gamma");
+        CHECK_STR(p[1].project_id, "alpha");
+        CHECK_STR(p[1].name, "Alpha");
+        CHECK_STR(p[1].description, "first");
+        CHECK(p[1].created_at == 100);
+        CHECK_STR(p[2].project_id, "beta");
+        CHECK_STR(p[2].description, "");
+    }
+    CHECK(tllm_store_project_exists(db, "alpha") == TLLM_OK);
+    CHECK(tllm_store_project_exists(db, "alpha-2") == TLLM_NOTFOUND);
+
+    CHECK(tllm_store_key_create(db, &k3) == TLLM_OK);
+    CHECK(tllm_store_key_create(db, &knp) == TLLM_NOTFOUND);
+    CHECK(tllm_store_key_create(db, &k3) == TLLM_CONFLICT);
+
+    /* Newest first; key_1 and key_2 tie: the later insert first. No
+     * key of a refused project creation was kept. */
+    CHECK(tllm_store_keys(db, tp, NULL, &a) == TLLM_OK);
+    CHECK_STR(key_ids(a), "key_3,key_2,key_1,key_g");
+    CHECK(tllm_store_keys(db, tp, "alpha", &a) == TLLM_OK);
+    CHECK_STR(key_ids(a), "key_3,key_1");
+    CHECK(tllm_store_keys(db, tp, "nope", &a) == TLLM_OK);
+    CHECK(a->nelts == 0);
+
+    CHECK(tllm_store_key_find(db, tp, k1.hash, &found) == TLLM_OK);
+    CHECK_STR(found->key_id, "key_1");
+    CHECK_STR(found->project_id, "alpha");
+    CHECK_STR(found->environment, "prod");
+    CHECK_STR(found->hint, "h1");
+    CHECK(memcmp(found->hash, k1.hash, 32) == 0);
+    CHECK(found->created_at == 100);
+    CHECK(found->last_used_at == -1);
+    CHECK(found->revoked == 0);
+    memset(unknown, 7, sizeof(unknown));
+    CHECK(tllm_store_key_find(db, tp, unknown, &found) == TLLM_NOTFOUND);
+
+    /* Touch: first use writes, a use within the minute does not, a use
+     * more than a minute later does. */
+    CHECK(tllm_store_key_touch(db, "key_1", 1000 * S) == TLLM_OK);
+    tllm_store_key_find(db, tp, k1.hash, &found);
+    CHECK(found->last_used_at == 1000 * S);
+    CHECK(tllm_store_key_touch(db, "key_1", 1030 * S) == TLLM_OK);
+    tllm_store_key_find(db, tp, k1.hash, &found);
+    CHECK(found->last_used_at == 1000 * S);
+    CHECK(tllm_store_key_touch(db, "key_1", 1060 * S) == TLLM_OK);
+    tllm_store_key_find(db, tp, k1.hash, &found);
+    CHECK(found->last_used_at == 1000 * S);
+    CHECK(tllm_store_key_touch(db, "key_1", 1061 * S) == TLLM_OK);
+    tllm_store_key_find(db, tp, k1.hash, &found);
+    CHECK(found->last_used_at == 1061 * S);
+    CHECK(tllm_store_key_touch(db, "nope", 1061 * S) == TLLM_OK);
+
+    CHECK(tllm_store_key_revoke(db, "key_1") == TLLM_OK);
+    CHECK(tllm_store_key_revoke(db, "key_1") == TLLM_OK);
+    CHECK(tllm_store_key_revoke(db, "nope") == TLLM_NOTFOUND);
+    tllm_store_key_find(db, tp, k1.hash, &found);
+    CHECK(found->revoked == 1);
+    tllm_store_key_find(db, tp, k2.hash, &found);
+    CHECK(found->revoked == 0);
+}
+
+/* ---- the trace data set ----------------------------------------------- */
+
+/*
+ * now is 12:20:34.567890 on some day; H23 = 12:00, the start of the
+ * current hour, bucket 23; bucket 0 starts at H0 = H23 - 23 h.
+ * created_at = H23 - ago * 1 h + off (us).
+ *
+ * alpha, 20 traces: latency 10 * i, tokens i; statuses: a03 a07 failed,
+ * a05 a10 a15 warning, the other 15 success; retries: a03 1, a05 2,
+ * a10 1 (sum 4, 3 traces retried); slow: a15..a20 (6); models: a01..a10
+ * "m-a", a11..a20 "M-b" (10 each: "M-b" sorts first in byte order);
+ * environments: a01..a15 prod, a16..a20 dev.
+ * a02 and a03 share created_at (a03, stored later, lists first); a17 is
+ * exactly at H0 (bucket 0); a18 one microsecond before H0 and a20 in the
+ * next hour are outside the charts but count everywhere else.
+ * beta, 1 trace: b01, prod, "zz", success, latency 1000, 100 tokens, slow,
+ * in bucket 21.
+ */
+typedef struct {
+    const char *id, *env, *model, *status;
+    double latency;
+    int64_t tokens, retries;
+    int slow;
+    int64_t ago, off;
+} row;
+
+static const row alpha_rows[20] = {
+    { "a01", "prod", "m-a", "success", 10, 1, 0, 0, 0, 1000 },
+    { "a02", "prod", "m-a", "success", 20, 2, 0, 0, 1, 5000 },
+    { "a03", "prod", "m-a", "failed", 30, 3, 1, 0, 1, 5000 },
+    { "a04", "prod", "m-a", "success", 40, 4, 0, 0, 2, 0 },
+    { "a05", "prod", "m-a", "warning", 50, 5, 2, 0, 3, 0 },
+    { "a06", "prod", "m-a", "success", 60, 6, 0, 0, 4, 0 },
+    { "a07", "prod", "m-a", "failed", 70, 7, 0, 0, 5, 0 },
+    { "a08", "prod", "m-a", "success", 80, 8, 0, 0, 6, 0 },
+    { "a09", "prod", "m-a", "success", 90, 9, 0, 0, 7, 0 },
+    { "a10", "prod", "m-a", "warning", 100, 10, 1, 0, 8, 0 },
+    { "a11", "prod", "M-b", "success", 110, 11, 0, 0, 9, 0 },
+    { "a12", "prod", "M-b", "success", 120, 12, 0, 0, 10, 0 },
+    { "a13", "prod", "M-b", "success", 130, 13, 0, 0, 11, 0 },
+    { "a14", "prod", "M-b", "success", 140, 14, 0, 0, 12, 0 },
+    { "a15", "prod", "M-b", "warning", 150, 15, 0, 1, 13, 0 },
+    { "a16", "dev", "M-b", "success", 160, 16, 0, 1, 14, 0 },
+    { "a17", "dev", "M-b", "success", 170, 17, 0, 1, 23, 0 },
+    { "a18", "dev", "M-b", "success", 180, 18, 0, 1, 24, H - 1 },
+    { "a19", "dev", "M-b", "success", 190, 19, 0, 1, 0, 2 * S },
+    { "a20", "dev", "M-b", "success", 200, 20, 0, 1, -1, 0 }
+};
+
+/* a05's first version, replaced later: in every aggregate it must be
+ * gone (its model "old" must vanish from the breakdown). */
+static const row a05_old =
+    { "a05", "dev", "old", "failed", 9999, 999, 5, 1, 3, 0 };
+
+static const row b01 =
+    { "b01", "prod", "zz", "success", 1000, 100, 0, 1, 2, 7 };
+
+static int64_t now_us, h23;
+
+static tllm_trace *mktrace(const row *r, const char *project, int version)
+{
+    tllm_trace *t = apr_pcalloc(tp, sizeof(*t));
+
+    t->trace_id = r->id;
+    t->project_id = project;
+    t->environment = r->env;
+    t->model_name = r->model;
+    t->status = r->status;
+    t->latency = r->latency;
+    t->token_count = r->tokens;
+    t->retry_count = r->retries;
+    t->slow_request = r->slow;
+    t->created_at = h23 - r->ago * H + r->off;
+    t->updated_at = now_us;
+    t->json = apr_psprintf(tp, "{\"trace_id\":\"%s\",\"v\":%d}", r->id,
+                           version);
+    t->json_len = strlen(t->json);
+    return t;
+}
+
+/* The trace_ids of a list of bodies, comma separated. */
+static const char *ids(apr_array_header_t *a)
+{
+    const char *s = "";
+    int i;
+
+    for (i = 0; i < a->nelts; i++) {
+        const tllm_text *t = &APR_ARRAY_IDX(a, i, tllm_text);
+        const char *id = t->s + strlen("{\"trace_id\":\"");
+
+        s = apr_pstrcat(tp, s, i ? "," : "",
+                        apr_pstrndup(tp, id, strcspn(id, "\"")), NULL);
+    }
+    return s;
+}
+
+static const char *counts(apr_array_header_t *a)
+{
+    const char *s = "";
+    int i;
+
+    for (i = 0; i < a->nelts; i++) {
+        const tllm_count *c = &APR_ARRAY_IDX(a, i, tllm_count);
+
+        s = apr_psprintf(tp, "%s%s%s=%" APR_INT64_T_FMT, s, i ? "," : "",
+                         c->key, c->count);
+    }
+    return s;
+}
+
+static int near(double a, double b)
+{
+    return a - b < 1e-9 && b - a < 1e-9;
+}
+
+static void test_put(tllm_db *db, sqlite3 *sq)
+{
+    tllm_trace *batch[20], *two[2];
+    tllm_text body;
+    int results[20], i;
+    int64_t last;
+
+    for (i = 0; i < 20; i++) {
+        batch[i] = mktrace(i == 4 ? &a05_old : &alpha_rows[i], "alpha", 1);
+        results[i] = -5;
+    }
+    CHECK(tllm_store_traces_put(db, batch, 20, results, &last) == TLLM_OK);
+    CHECK(last == 20);
+    CHECK(results[0] == TLLM_OK && results[19] == TLLM_OK);
+
+    two[0] = mktrace(&b01, "beta", 1);
+    CHECK(tllm_store_traces_put(db, two, 1, results, &last) == TLLM_OK);
+    CHECK(last == 21);
+
+    /* a05 replaced in its project (new seq); a01 sent from beta is
+     * refused and leaves alpha's a01 alone. */
+    two[0] = mktrace(&alpha_rows[4], "alpha", 2);
+    two[1] = mktrace(&alpha_rows[0], "beta", 2);
+    CHECK(tllm_store_traces_put(db, two, 2, results, &last) == TLLM_OK);
+    CHECK(results[0] == TLLM_OK);
+    CHECK(results[1] == TLLM_CONFLICT);
+    CHECK(last == 22);
+    CHECK_STR(raw(sq, "SELECT seq FROM traces WHERE trace_id = 'a05'"),
+              "22");
+    CHECK_STR(raw(sq, "SELECT count(*) FROM traces"), "21");
+    CHECK(tllm_store_trace_get(db, tp, "a05", &body) == TLLM_OK);
+    CHECK_STR(body.s, "{\"trace_id\":\"a05\",\"v\":2}");
+    CHECK(body.len == strlen(body.s));
+    CHECK(tllm_store_trace_get(db, tp, "a01", &body) == TLLM_OK);
+    CHECK_STR(body.s, "{\"trace_id\":\"a01\",\"v\":1}");
+    CHECK(tllm_store_trace_get(db, tp, "nope", &body) == TLLM_NOTFOUND);
+
+    /* A database failure stores nothing of the batch: the second trace
+     * breaks a NOT NULL constraint, the first must roll back. */
+    two[0] = mktrace(&alpha_rows[0], "alpha", 3);
+    two[0]->trace_id = "new1";
+    two[1] = mktrace(&alpha_rows[1], NULL, 3);
+    two[1]->trace_id = "new2";
+    CHECK(tllm_store_traces_put(db, two, 2, results, &last) == TLLM_ERROR);
+    CHECK(last == 0);
+    CHECK(strstr(tllm_db_errmsg(db), "NOT NULL") != NULL);
+    CHECK(tllm_store_trace_get(db, tp, "new1", &body) == TLLM_NOTFOUND);
+    CHECK_STR(raw(sq, "SELECT count(*) FROM traces"), "21");
+    CHECK(sqlite3_get_autocommit(sq));
+
+    CHECK(tllm_store_traces_put(db, two, 0, results, &last) == TLLM_OK);
+    CHECK(last == 0);
+}
+
+/* ---- listing ---------------------------------------------------------- */
+
+static const char *list(tllm_db *db, const tllm_trace_filter *f, int limit,
+                        int64_t *total)
+{
+    apr_array_header_t *items = NULL;
+
+    *total = -1;
+    if (tllm_store_traces_list(db, tp, f, limit, total, &items) != TLLM_OK) {
+        return "(error)";
+    }
+    return ids(items);
+}
+
+static void test_list(tllm_db *db, sqlite3 *sq)
+{
+    tllm_trace_filter f;
+    int64_t total;
+    int before;
+
+    memset(&f, 0, sizeof(f));
+    CHECK_STR(list(db, &f, 5, &total), "a20,a19,a01,a03,a02");
+    CHECK(total == 21);
+    CHECK_STR(list(db, &f, 200, &total),
+              "a20,a19,a01,a03,a02,b01,a04,a05,a06,a07,a08,a09,a10,a11,"
+              "a12,a13,a14,a15,a16,a17,a18");
+    CHECK_STR(list(db, &f, 0, &total), "");
+    CHECK(total == 21);
+
+    /* A second call of the same shape prepares nothing new. */
+    before = count_stmts(sq);
+    list(db, &f, 3, &total);
+    CHECK(count_stmts(sq) == before);
+
+    f.status = "";
+    CHECK_STR(list(db, &f, 2, &total), "a20,a19");
+    CHECK(total == 21);
+
+    f.status = "failed";
+    CHECK_STR(list(db, &f, 50, &total), "a03,a07");
+    CHECK(total == 2);
+    f.status = NULL;
+
+    f.model_name = "M-b";
+    CHECK_STR(list(db, &f, 3, &total), "a20,a19,a11");
+    CHECK(total == 10);
+    f.model_name = "m-b";
+    CHECK_STR(list(db, &f, 3, &total), "");
+    CHECK(total == 0);
+    f.model_name = NULL;
+
+    f.project_id = "beta";
+    CHECK_STR(list(db, &f, 50, &total), "b01");
+    CHECK(total == 1);
+    f.project_id = NULL;
+
+    f.environment = "dev";
+    CHECK_STR(list(db, &f, 50, &total), "a20,a19,a16,a17,a18");
+    CHECK(total == 5);
+    f.environment = NULL;
+
+    f.has_latency_min = f.has_latency_max = 1;
+    f.latency_min = 30;
+    f.latency_max = 50;
+    CHECK_STR(list(db, &f, 50, &total), "a03,a04,a05");
+    CHECK(total == 3);
+    /* Tie on created_at through a plan that sorts: later stored first. */
+    f.latency_min = 20;
+    f.latency_max = 30;
+    CHECK_STR(list(db, &f, 50, &total), "a03,a02");
+    f.has_latency_max = 0;
+    f.latency_min = 1000;
+    CHECK_STR(list(db, &f, 50, &total), "b01");
+    CHECK(total == 1);
+    f.has_latency_min = 0;
+    f.has_latency_max = 1;
+    f.latency_max = 10;
+    CHECK_STR(list(db, &f, 50, &total), "a01");
+    CHECK(total == 1);
+    f.has_latency_max = 0;
+
+    f.has_token_min = f.has_token_max = 1;
+    f.token_min = 19;
+    f.token_max = 100;
+    CHECK_STR(list(db, &f, 50, &total), "a20,a19,b01");
+    CHECK(total == 3);
+    f.has_token_min = 0;
+    f.token_max = 2;
+    CHECK_STR(list(db, &f, 50, &total), "a01,a02");
+    CHECK(total == 2);
+    f.has_token_max = 0;
+
+    /* Several at once: rollup-countable filters only ... */
+    f.status = "success";
+    f.model_name = "m-a";
+    f.project_id = "alpha";
+    f.environment = "prod";
+    CHECK_STR(list(db, &f, 2, &total), "a01,a02");
+    CHECK(total == 6);
+    /* ... and with a bound, counted on the rows. */
+    f.has_latency_max = 1;
+    f.latency_max = 60;
+    CHECK_STR(list(db, &f, 50, &total), "a01,a02,a04,a06");
+    CHECK(total == 4);
+    f.has_token_min = 1;
+    f.token_min = 3;
+    CHECK_STR(list(db, &f, 1, &total), "a04");
+    CHECK(total == 2);
+}
+
+/* ---- analytics and failures ------------------------------------------- */
+
+static void test_analytics(tllm_db *db)
+{
+    tllm_analytics a;
+    const char *ids_recent;
+    int i;
+
+    /* Everything: 21 traces. Latencies 10..200 and 1000: the p95 index
+     * is ceil(0.95 * 21) - 1 = 19, the 20th smallest, 200. */
+    CHECK(tllm_store_analytics(db, tp, NULL, NULL, now_us, &a) == TLLM_OK);
+    CHECK(a.total_traces == 21);
+    CHECK(a.success_traces == 16);
+    CHECK(a.failed_traces == 2);
+    CHECK(a.warning_traces == 3);
+    CHECK(a.retries == 4);
+    CHECK(a.slow_requests == 7);
+    CHECK(a.total_tokens == 310);
+    CHECK(near(a.average_latency, 3100.0 / 21));
+    CHECK(near(a.p95_latency, 200));
+    CHECK_STR(counts(a.by_status), "success=16,warning=3,failed=2");
+    CHECK_STR(counts(a.by_model), "M-b=10,m-a=10,zz=1");
+    CHECK_STR(counts(a.by_project), "alpha=20,beta=1");
+    ids_recent = ids(a.recent_failures);
+    CHECK_STR(ids_recent, "a20,a19,a03,b01,a05");
+
+    /* Charts: bucket 23 a01 + a19, 22 a02 + a03, 21 a04 + b01, 20 a05,
+     * 19..9 a06..a16, 8..1 empty, 0 a17 (at H0 exactly). a18 (before
+     * H0) and a20 (next hour) are outside. */
+    CHECK(a.hour_start[23] == h23);
+    CHECK(a.hour_start[0] == h23 - 23 * H);
+    CHECK(a.hour_start[5] == h23 - 18 * H);
+    CHECK(a.hour_traces[23] == 2);
+    CHECK(a.hour_tokens[23] == 20);
+    CHECK(near(a.hour_latency[23], 100));
+    CHECK(a.hour_traces[22] == 2);
+    CHECK(a.hour_tokens[22] == 5);
+    CHECK(near(a.hour_latency[22], 25));
+    CHECK(a.hour_traces[21] == 2);
+    CHECK(a.hour_tokens[21] == 104);
+    CHECK(near(a.hour_latency[21], 520));
+    CHECK(a.hour_traces[20] == 1);
+    CHECK(a.hour_tokens[20] == 5);
+    CHECK(near(a.hour_latency[20], 50));
+    for (i = 9; i <= 19; i++) {
+        CHECK(a.hour_traces[i] == 1);
+        CHECK(a.hour_tokens[i] == 6 + (19 - i));
+        CHECK(near(a.hour_latency[i], 10.0 * (6 + (19 - i))));
+    }
+    for (i = 1; i <= 8; i++) {
+        CHECK(a.hour_traces[i] == 0);
+        CHECK(a.hour_tokens[i] == 0);
+        CHECK(a.hour_latency[i] == 0);
+    }
+    CHECK(a.hour_traces[0] == 1);
+    CHECK(a.hour_tokens[0] == 17);
+    CHECK(near(a.hour_latency[0], 170));
+
+    /* alpha: 20 traces, latencies 10..200: index ceil(19) - 1 = 18,
+     * 190 (the descending read). */
+    CHECK(tllm_store_analytics(db, tp, "alpha", NULL, now_us, &a)
+          == TLLM_OK);
+    CHECK(a.total_traces == 20);
+    CHECK(a.success_traces == 15);
+    CHECK(a.retries == 4);
+    CHECK(a.slow_requests == 6);
+    CHECK(a.total_tokens == 210);
+    CHECK(near(a.average_latency, 105));
+    CHECK(near(a.p95_latency, 190));
+    CHECK_STR(counts(a.by_model), "M-b=10,m-a=10");
+    CHECK_STR(counts(a.by_project), "alpha=20");
+    CHECK(a.hour_traces[21] == 1);
+
+    /* beta: one trace, rank 0 (the ascending read). */
+    CHECK(tllm_store_analytics(db, tp, "beta", "", now_us, &a) == TLLM_OK);
+    CHECK(a.total_traces == 1);
+    CHECK(near(a.p95_latency, 1000));
+    CHECK(near(a.average_latency, 1000));
+    CHECK_STR(ids(a.recent_failures), "b01");
+
+    /* prod: 16 traces, 10..150 and 1000: index ceil(15.2) - 1 = 15. */
+    CHECK(tllm_store_analytics(db, tp, NULL, "prod", now_us, &a)
+          == TLLM_OK);
+    CHECK(a.total_traces == 16);
+    CHECK(near(a.p95_latency, 1000));
+    CHECK_STR(counts(a.by_status), "success=11,warning=3,failed=2");
+    CHECK_STR(counts(a.by_project), "alpha=15,beta=1");
+
+    /* alpha dev: 160..200, index ceil(4.75) - 1 = 4. */
+    CHECK(tllm_store_analytics(db, tp, "alpha", "dev", now_us, &a)
+          == TLLM_OK);
+    CHECK(a.total_traces == 5);
+    CHECK(near(a.p95_latency, 200));
+    CHECK(near(a.average_latency, 180));
+    CHECK_STR(counts(a.by_status), "success=5");
+    CHECK_STR(ids(a.recent_failures), "a20,a19,a16,a17,a18");
+
+    /* Nothing matches: zeros, empty lists, the hours still placed. */
+    CHECK(tllm_store_analytics(db, tp, "nope", NULL, now_us, &a)
+          == TLLM_OK);
+    CHECK(a.total_traces == 0);
+    CHECK(a.average_latency == 0);
+    CHECK(a.p95_latency == 0);
+    CHECK(a.by_status->nelts == 0);
+    CHECK(a.by_model->nelts == 0);
+    CHECK(a.recent_failures->nelts == 0);
+    CHECK(a.hour_start[23] == h23);
+    CHECK(a.hour_traces[23] == 0);
+}
+
+static void test_failures(tllm_db *db)
+{
+    tllm_failures f;
+
+    CHECK(tllm_store_failures(db, tp, NULL, NULL, 2, &f) == TLLM_OK);
+    CHECK_STR(ids(f.failed), "a03,a07");
+    CHECK_STR(ids(f.retried), "a03,a05");
+    CHECK_STR(ids(f.slow), "a20,a19");
+    CHECK(f.failed_total == 2);
+    CHECK(f.retried_total == 3);
+    CHECK(f.slow_total == 7);
+
+    CHECK(tllm_store_failures(db, tp, "alpha", NULL, 10, &f) == TLLM_OK);
+    CHECK_STR(ids(f.retried), "a03,a05,a10");
+    CHECK_STR(ids(f.slow), "a20,a19,a15,a16,a17,a18");
+    CHECK(f.slow_total == 6);
+
+    CHECK(tllm_store_failures(db, tp, "beta", "prod", 10, &f) == TLLM_OK);
+    CHECK_STR(ids(f.failed), "");
+    CHECK_STR(ids(f.slow), "b01");
+    CHECK(f.failed_total == 0);
+    CHECK(f.retried_total == 0);
+    CHECK(f.slow_total == 1);
+
+    CHECK(tllm_store_failures(db, tp, NULL, "dev", 1, &f) == TLLM_OK);
+    CHECK_STR(ids(f.slow), "a20");
+    CHECK(f.slow_total == 5);
+    CHECK(f.failed_total == 0);
+}
+
+/* The same trace_id twice in one batch: both accepted, the later wins;
+ * also a status breakdown tie (byte order). */
+static void test_same_batch(tllm_db *db)
+{
+    row g1 = { "g1", "dev", "m", "success", 1, 1, 0, 0, 0, 0 };
+    row g1b = { "g1", "dev", "m", "failed", 2, 2, 0, 0, 0, 1 };
+    row g2 = { "g2", "dev", "m", "warning", 3, 3, 0, 0, 0, 2 };
+    tllm_trace *batch[3];
+    tllm_analytics a;
+    tllm_text body;
+    int results[3];
+    int64_t last;
+
+    batch[0] = mktrace(&g1, "gamma", 1);
+    batch[1] = mktrace(&g1b, "gamma", 2);
+    batch[2] = mktrace(&g2, "gamma", 1);
+    CHECK(tllm_store_traces_put(db, batch, 3, results, &last) == TLLM_OK);
+    CHECK(results[0] == TLLM_OK && results[1] == TLLM_OK
+          && results[2] == TLLM_OK);
+    CHECK(last == 25);
+    CHECK(tllm_store_trace_get(db, tp, "g1", &body) == TLLM_OK);
+    CHECK_STR(body.s, "{\"trace_id\":\"g1\",\"v\":2}");
+    CHECK(tllm_store_analytics(db, tp, "gamma", NULL, now_us, &a)
+          == TLLM_OK);
+    CHECK(a.total_traces == 2);
+    CHECK(a.total_tokens == 5);
+    CHECK_STR(counts(a.by_status), "failed=1,warning=1");
+    CHECK(a.hour_traces[23] == 2);
+    CHECK(near(a.hour_latency[23], 2.5));
+}
+
+int main(void)
+{
+    char path[] = "/tmp/test_store_XXXXXX";
+    const char *file;
+    apr_pool_t *cp, *cp2;
+    tllm_db *db, *db2;
+    sqlite3 *sq, *sq2;
+
+    apr_initialize();
+    apr_pool_create(&tp, NULL);
+    if (!mkdtemp(path)) {
+        perror("mkdtemp");
+        return 2;
+    }
+    file = apr_pstrcat(tp, path, "/store.db", NULL);
+
+    db = open_db(file, &cp, &sq);
+    CHECK(db != NULL);
+    if (!db) {
+        return unit_summary("test_store");
+    }
+    CHECK(tllm_db_attach(cp, sq) == db);
+    CHECK_STR(raw(sq, "PRAGMA journal_mode"), "wal");
+
+    CHECK(tllm_store_migrate(db) == TLLM_OK);
+    CHECK(tllm_store_migrate(db) == TLLM_OK);
+    CHECK_STR(raw(sq, "PRAGMA user_version"), "1");
+    CHECK(tllm_store_ping(db) == TLLM_OK);
+
+    /* A second connection (another process's, say) migrates to a no-op
+     * and sees the same data. */
+    db2 = open_db(file, &cp2, &sq2);
+    CHECK(db2 != NULL && db2 != db);
+    CHECK(tllm_store_migrate(db2) == TLLM_OK);
+
+    now_us = INT64_C(1780000000) * S;
+    h23 = now_us - now_us % H;
+    now_us = h23 + 20 * 60 * S + 34 * S + 567890;
+
+    test_projects(db);
+    test_put(db, sq);
+    test_list(db, sq);
+    test_analytics(db);
+    test_failures(db);
+    {
+        tllm_trace_filter f;
+        int64_t total;
+
+        memset(&f, 0, sizeof(f));
+        CHECK_STR(list(db2, &f, 1, &total), "a20");
+        CHECK(total == 21);
+    }
+    test_same_batch(db);
+
+    apr_pool_destroy(cp2);
+    CHECK(close_rc == SQLITE_OK);
+    close_rc = -1;
+    apr_pool_destroy(cp);
+    CHECK(close_rc == SQLITE_OK);
+
+    unlink(file);
+    unlink(apr_pstrcat(tp, file, "-wal", NULL));
+    unlink(apr_pstrcat(tp, file, "-shm", NULL));
+    rmdir(path);
+    apr_pool_destroy(tp);
+    apr_terminate();
+    return unit_summary("test_store");
+}
