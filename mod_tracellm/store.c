@@ -228,7 +228,14 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_HOURS] =
         "SELECT hour, SUM(n), SUM(tokens), TOTAL(latency_sum)"
         " FROM rollup_hour WHERE hour >= ?3 AND hour <= ?4 AND " SCOPE
-        " GROUP BY hour"
+        " GROUP BY hour",
+    /* The event log: seq is the rowid, so this walks the table in order
+     * from the cursor and tests the optional filters per row. */
+    [ST_EVENTS_AFTER] =
+        "SELECT seq, project_id, environment, body FROM traces"
+        " WHERE seq > ?1 AND (?2 IS NULL OR project_id = ?2)"
+        " AND (?3 IS NULL OR environment = ?3) ORDER BY seq LIMIT ?4",
+    [ST_LAST_SEQ] = "SELECT COALESCE(MAX(seq), 0) FROM traces"
 };
 
 /* ---- connection ------------------------------------------------------- */

@@ -191,4 +191,24 @@ int tllm_store_failures(tllm_db *db, apr_pool_t *p, const char *project_id,
                         const char *environment, int limit,
                         tllm_failures *out);
 
+/* ---- the event log ---------------------------------------------------- */
+
+/** One stored trace as an event: its seq, scope and TraceSchema JSON. */
+typedef struct {
+    int64_t seq;
+    const char *project_id;
+    const char *environment;
+    tllm_text trace;
+} tllm_event;
+
+/** Traces stored after seq since, in seq order, at most limit of them, as
+ *  an array of tllm_event; project_id / environment NULL = any. A replaced
+ *  trace appears once, at its newest seq. */
+int tllm_store_events_after(tllm_db *db, apr_pool_t *p, int64_t since,
+                            const char *project_id, const char *environment,
+                            int limit, apr_array_header_t **out);
+
+/** The highest seq written so far (0 for an empty log). */
+int tllm_store_last_seq(tllm_db *db, int64_t *seq);
+
 #endif
