@@ -1,0 +1,48 @@
+"""Directive validation at `httpd -t`."""
+import pytest
+
+import os
+
+from httpd import httpd_t, module_path
+
+pytestmark = pytest.mark.skipif(not os.path.isfile(module_path()),
+                                reason="module not built")
+
+
+def test_default_config_ok():
+    rc, out = httpd_t("")
+    assert rc == 0, out
+
+
+@pytest.mark.parametrize("directive", [
+    "TraceLLMSlowThreshold 1500", "TraceLLMSlowThreshold 250.5",
+    "TraceLLMMaxBody 4096", "TraceLLMMaxBody 1048576", "TraceLLMMaxBody 1",
+])
+@pytest.mark.parametrize("where", ["server", "location"])
+def test_good_values(directive, where):
+    rc, out = (httpd_t(directive) if where == "server"
+               else httpd_t(location_conf=directive))
+    assert rc == 0, out
+
+
+@pytest.mark.parametrize("directive", [
+    "TraceLLMSlowThreshold abc", "TraceLLMSlowThreshold -5",
+    "TraceLLMMaxBody 0", "TraceLLMMaxBody xyz", "TraceLLMMaxBody -1",
+])
+@pytest.mark.parametrize("where", ["server", "location"])
+def test_bad_values(directive, where):
+    rc, out = (httpd_t(directive) if where == "server"
+               else httpd_t(location_conf=directive))
+    assert rc != 0, out
+    name = directive.split()[0]
+    # the message names the directive (not only as part of the echoed line)
+    msg_lines = [l for l in out.splitlines() if "Syntax error" not in l]
+    assert any(name in l for l in msg_lines), out
+
+
+@pytest.mark.parametrize("directive", ["TraceLLMSlowThreshold", "TraceLLMMaxBody",
+                                       "TraceLLMMaxBody 1 2"])
+def test_wrong_arity(directive):
+    rc, out = httpd_t(directive)
+    assert rc != 0, out
+    assert directive.split()[0] in out, out
