@@ -12,6 +12,7 @@
 #include "mod_tracellm.h"
 #include "request.h"
 #include "jsonutil.h"
+#include "eventd_supervisor.h"
 #include "keys.h"
 #include "trace.h"
 
@@ -268,6 +269,9 @@ int tllm_api_ingest(tllm_req *q)
         return send_whole_body_invalid(q, json_object_get(body),
                                        "the body must be a trace object or "
                                        "a list of traces");
+    }
+    if (last_seq > 0) {
+        tllm_eventd_notify(last_seq);
     }
     if (last_seq > 0
         && tllm_store_key_touch(db, key->key_id, q->now_us) != TLLM_OK) {

@@ -18,14 +18,18 @@
 #include <mod_dbd.h>
 
 #include "mod_tracellm.h"
+#include "database.h"
+#include "eventd_supervisor.h"
 #include "request.h"
 #include "ttime.h"
 
 APLOG_USE_MODULE(tracellm);
 
 static APR_OPTIONAL_FN_TYPE(ap_dbd_acquire) *dbd_acquire;
-static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open;
-static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close;
+
+#ifndef TLLM_EVENTD_PATH
+#define TLLM_EVENTD_PATH "/usr/sbin/tracellm-eventd"
+#endif
 
 /* ---- configuration ----------------------------------------------------- */
 
@@ -93,6 +97,82 @@ static const char *set_max_body(cmd_parms *cmd, void *dconf, const char *arg)
     return NULL;
 }
 
+/* Server-wide: the event process. */
+static void *create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    tllm_eventd_conf *conf = apr_pcalloc(p, sizeof(*conf));
+    conf->enabled = -1;
+    return conf;
+}
+
+static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    const tllm_eventd_conf *base = basev, *add = addv;
+    tllm_eventd_conf *conf = apr_pcalloc(p, sizeof(*conf));
+
+    conf->enabled = add->enabled != -1 ? add->enabled : base->enabled;
+    conf->listen = add->listen ? add->listen : base->listen;
+    conf->socket = add->socket ? add->socket : base->socket;
+    conf->binary = add->binary ? add->binary : base->binary;
+    return conf;
+}
+
+static tllm_eventd_conf *srv_conf(cmd_parms *cmd)
+{
+    return ap_get_module_config(cmd->server->module_config,
+                                &tracellm_module);
+}
+
+static const char *set_eventd(cmd_parms *cmd, void *dconf, int on)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    if (err) {
+        return err;
+    }
+    srv_conf(cmd)->enabled = on;
+    return NULL;
+}
+
+static const char *set_eventd_listen(cmd_parms *cmd, void *dconf,
+                                     const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *why = err ? NULL : tllm_eventd_check_listen(cmd->pool, arg);
+
+    if (err) {
+        return err;
+    }
+    if (why) {
+        return apr_psprintf(cmd->pool, "%s %s: %s", cmd->cmd->name, arg,
+                            why);
+    }
+    srv_conf(cmd)->listen = arg;
+    return NULL;
+}
+
+static const char *set_eventd_path(cmd_parms *cmd, void *dconf,
+                                   const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *path;
+
+    if (err) {
+        return err;
+    }
+    path = ap_server_root_relative(cmd->pool, arg);
+    if (!path) {
+        return apr_psprintf(cmd->pool, "%s: invalid path '%s'",
+                            cmd->cmd->name, arg);
+    }
+    if (cmd->info) {
+        srv_conf(cmd)->binary = path;
+    }
+    else {
+        srv_conf(cmd)->socket = path;
+    }
+    return NULL;
+}
+
 static const command_rec tllm_cmds[] = {
     AP_INIT_TAKE1("TraceLLMSlowThreshold", set_slow_threshold, NULL,
                   RSRC_CONF | ACCESS_CONF,
@@ -101,6 +181,17 @@ static const command_rec tllm_cmds[] = {
     AP_INIT_TAKE1("TraceLLMMaxBody", set_max_body, NULL,
                   RSRC_CONF | ACCESS_CONF,
                   "Largest request body accepted, in bytes (default 1 MiB)"),
+    AP_INIT_FLAG("TraceLLMEventd", set_eventd, NULL, RSRC_CONF,
+                 "Run tracellm-eventd, the live event process (default Off)"),
+    AP_INIT_TAKE1("TraceLLMEventdListen", set_eventd_listen, NULL, RSRC_CONF,
+                  "Loopback host:port tracellm-eventd listens on "
+                  "(default " TLLM_EVENTD_DEFAULT_LISTEN ")"),
+    AP_INIT_TAKE1("TraceLLMEventSocket", set_eventd_path, NULL, RSRC_CONF,
+                  "Datagram socket that wakes tracellm-eventd after an "
+                  "ingest (default: DefaultRuntimeDir/tracellm/eventd.sock)"),
+    AP_INIT_TAKE1("TraceLLMEventdBinary", set_eventd_path, (void *)1,
+                  RSRC_CONF, "Path of the tracellm-eventd program "
+                  "(default " TLLM_EVENTD_PATH ")"),
     { NULL }
 };
 
@@ -302,49 +393,67 @@ static int tllm_handler(request_rec *r)
 
 /* ---- hooks ------------------------------------------------------------- */
 
+/* Before any child exists: get each configured database's schema current
+ * and start the event process. Skipped on the dry run of the first
+ * configuration pass. */
 static int tllm_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                             apr_pool_t *ptemp, server_rec *s)
 {
+    tllm_eventd_conf *eventd = ap_get_module_config(s->module_config,
+                                                    &tracellm_module);
+    const char *main_db = NULL, *why;
+    apr_hash_t *seen = apr_hash_make(ptemp);
+    server_rec *vs;
+
     dbd_acquire = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_acquire);
-    dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
-    dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
-    if (!dbd_acquire || !dbd_open || !dbd_close) {
+    if (!dbd_acquire) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
                      "TLLM0001: mod_tracellm needs mod_dbd: add "
                      "LoadModule dbd_module before it");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    return OK;
-}
-
-/* Create or migrate the schema as each child starts, before it serves a
- * request. Children racing here are serialized by BEGIN IMMEDIATE. */
-static void tllm_child_init(apr_pool_t *pchild, server_rec *s)
-{
-    ap_dbd_t *dbd = dbd_open(pchild, s);
-    tllm_db *db;
-
-    if (!dbd) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
-                     "TLLM0006: cannot open the database to migrate it "
-                     "(check DBDriver/DBDParams)");
-        return;
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return OK;
     }
-    db = attach(dbd, s);
-    if (db && tllm_store_migrate(db) != TLLM_OK) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
-                     "TLLM0007: schema migration failed: %s",
-                     tllm_db_errmsg(db));
+    for (vs = s; vs; vs = vs->next) {
+        const char *path = tllm_database_path(ptemp, vs, &why);
+        if (!path) {
+            if (vs == s) {
+                ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                             "TLLM0002: mod_tracellm: %s", why);
+                return HTTP_INTERNAL_SERVER_ERROR;
+            }
+            continue;
+        }
+        if (vs == s) {
+            main_db = path;
+        }
+        if (apr_hash_get(seen, path, APR_HASH_KEY_STRING)) {
+            continue;
+        }
+        apr_hash_set(seen, path, APR_HASH_KEY_STRING, path);
+        if (tllm_database_prepare(ptemp, path, &why) != 0) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, vs,
+                         "TLLM0007: database not ready: %s", why);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
-    dbd_close(s, dbd);
+    if (eventd->enabled != 1) {
+        return OK;
+    }
+    if (!eventd->listen) {
+        eventd->listen = TLLM_EVENTD_DEFAULT_LISTEN;
+    }
+    if (!eventd->binary) {
+        eventd->binary = TLLM_EVENTD_PATH;
+    }
+    return tllm_eventd_start(pconf, s, eventd,
+                             apr_pstrdup(pconf, main_db));
 }
 
 static void tllm_register_hooks(apr_pool_t *p)
 {
-    static const char *const after_dbd[] = { "mod_dbd.c", NULL };
-
     ap_hook_post_config(tllm_post_config, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_child_init(tllm_child_init, after_dbd, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(tllm_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
@@ -352,8 +461,8 @@ module AP_MODULE_DECLARE_DATA tracellm_module = {
     STANDARD20_MODULE_STUFF,
     create_dir_conf,            /* per-directory config: the <Location> */
     merge_dir_conf,             /* merge per-directory config */
-    NULL,                       /* per-server config: none yet */
-    NULL,                       /* merge per-server config */
+    create_srv_conf,            /* per-server config: the event process */
+    merge_srv_conf,             /* merge per-server config */
     tllm_cmds,                  /* directives */
     tllm_register_hooks,        /* hooks */
     AP_MODULE_FLAG_NONE         /* flags */
