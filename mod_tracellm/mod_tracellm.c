@@ -357,7 +357,8 @@ static int tllm_handler(request_rec *r)
     apr_size_t i;
     const char *method;
 
-    if (!r->handler || strcmp(r->handler, "tracellm") != 0) {
+    /* A ProxyPass under the mount (the /ws tunnel) is mod_proxy's. */
+    if (!r->handler || strcmp(r->handler, "tracellm") != 0 || r->proxyreq) {
         return DECLINED;
     }
     memset(&q, 0, sizeof(q));
