@@ -64,10 +64,14 @@ char *tllm_time_format(int64_t us, char buf[TLLM_TIME_BUFSZ])
         days -= 1;
     }
     civil_from_days(days, &y, &m, &d);
+    /* Years outside 0..9999 cannot come from tllm_time_parse; clamp so
+     * the text always fits. */
+    y = y < 0 ? 0 : y > 9999 ? 9999 : y;
     snprintf(buf, TLLM_TIME_BUFSZ,
-             "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00", (int)y, m, d,
-             (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60),
-             (int)frac);
+             "%04u-%02u-%02uT%02u:%02u:%02u.%06u+00:00", (unsigned)y % 10000u,
+             (unsigned)m % 100u, (unsigned)d % 100u,
+             (unsigned)(sod / 3600) % 100u, (unsigned)(sod / 60 % 60) % 100u,
+             (unsigned)(sod % 60) % 100u, (unsigned)frac % 1000000u);
     return buf;
 }
 
