@@ -471,7 +471,7 @@ static int user_version(tllm_db *db, int *version)
 
 static int migrate_locked(tllm_db *db)
 {
-    int version;
+    int version = 0;
     char sql[64];
 
     if (user_version(db, &version) != TLLM_OK) {
