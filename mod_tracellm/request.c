@@ -559,11 +559,18 @@ static int parse_json(tllm_req *q, const char *buf, apr_size_t len,
     json_object *obj;
     enum json_tokener_error err;
     const char *why = NULL;
+    int whole = 0;              /* all of buf went into the value */
 
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT
                                 | JSON_TOKENER_VALIDATE_UTF8);
     obj = json_tokener_parse_ex(tok, buf, (int)len);
     err = json_tokener_get_error(tok);
+    if (err == json_tokener_continue) {
+        /* A bare number ("5") may still be growing: a NUL ends it. */
+        obj = json_tokener_parse_ex(tok, "", 1);
+        err = json_tokener_get_error(tok);
+        whole = 1;
+    }
     if (err == json_tokener_continue) {
         why = "unexpected end of input";
     }
@@ -571,7 +578,7 @@ static int parse_json(tllm_req *q, const char *buf, apr_size_t len,
         why = json_tokener_error_desc(err);
     }
     else {
-        apr_size_t used = json_tokener_get_parse_end(tok);
+        apr_size_t used = whole ? len : json_tokener_get_parse_end(tok);
         for (; used < len; used++) {
             if (!apr_isspace(buf[used])) {
                 why = "unexpected data after the JSON value";
