@@ -40,21 +40,15 @@ json_object *tllm_json_double(double v)
 
 double tllm_round2(double v)
 {
-    /* Round the decimal value as printed to 15 significant digits, so
-     * 2.675 (stored as 2.67499999...) rounds like the number people wrote:
-     * half away from zero, to 2.68. */
-    char buf[64];
-    double r;
+    /* printf rounds the exact binary value, ties to even: the same answer
+     * as Python's round(v, 2), which clients checking our figures use. */
+    char buf[512];
 
     if (!isfinite(v)) {
         return 0;
     }
-    snprintf(buf, sizeof(buf), "%.15g", v);
-    r = strtod(buf, NULL) * 100.0;
-    r = r < 0 ? -floor(-r + 0.5) : floor(r + 0.5);
-    /* r / 100 is the double nearest the 2-decimal value. */
-    snprintf(buf, sizeof(buf), "%.0f", r);
-    return strtod(buf, NULL) / 100.0;
+    snprintf(buf, sizeof(buf), "%.2f", v);
+    return strtod(buf, NULL);
 }
 
 json_object *tllm_error_item(const char *type, json_object *loc,

@@ -19,7 +19,8 @@ void tllm_format_double(double v, char buf[TLLM_DOUBLE_BUFSZ]);
 /** A json-c double that serializes through tllm_format_double. */
 json_object *tllm_json_double(double v);
 
-/** Round half away from zero to 2 decimals (the API's "rounded"). */
+/** Round to 2 decimals (the API's "rounded") as Python's round(v, 2)
+ *  does: the exact binary value to the nearest, ties to even. */
 double tllm_round2(double v);
 
 /** One item of a 422 "detail" list, pydantic-shaped:

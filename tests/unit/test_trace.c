@@ -1,0 +1,413 @@
+/*
+ * test_trace.c - the trace model (API.md, "Ingest normalization"), the
+ * JSON helpers and time parsing/printing, linked without httpd.
+ */
+#include <math.h>
+#include <string.h>
+#include <apr_general.h>
+#include <apr_strings.h>
+
+#include "jsonutil.h"
+#include "trace.h"
+#include "ttime.h"
+#include "unit.h"
+
+static apr_pool_t *pool;
+static const int64_t NOW = INT64_C(1780000000123456); /* 2026-05-28T20:26:40.123456Z */
+
+static const tllm_ingest_ctx CTX = { "proj", "prod", 1500.0, INT64_C(1780000000123456) };
+
+/* Normalize JSON text; returns the result, *t the trace, *errors the 422
+ * items (caller puts). */
+static tllm_trace_result norm(const char *text, int index, tllm_trace **t,
+                              json_object **errors, const char **detail)
+{
+    json_object *in = json_tokener_parse(text);
+    tllm_trace_result r;
+
+    *errors = json_object_new_array();
+    *detail = NULL;
+    r = tllm_trace_normalize(pool, in, &CTX, index, t, *errors, detail);
+    json_object_put(in);
+    return r;
+}
+
+/* The rendered trace, parsed back (caller puts), or NULL if invalid. */
+static json_object *ok(const char *text)
+{
+    tllm_trace *t;
+    json_object *errors;
+    const char *detail;
+    json_object *out = NULL;
+
+    if (norm(text, -1, &t, &errors, &detail) == TLLM_TRACE_OK) {
+        out = json_tokener_parse(t->json);
+    }
+    else {
+        fprintf(stderr, "unexpected failure for %s: %s\n", text,
+                tllm_json_text(errors, NULL));
+    }
+    json_object_put(errors);
+    return out;
+}
+
+static const char *str(json_object *o, const char *path)
+{
+    json_object *v = o;
+    char *copy = apr_pstrdup(pool, path), *part, *state;
+
+    for (part = apr_strtok(copy, ".", &state); part && v;
+         part = apr_strtok(NULL, ".", &state)) {
+        if (json_object_is_type(v, json_type_array)) {
+            v = json_object_array_get_idx(v, atoi(part));
+        }
+        else if (!json_object_object_get_ex(v, part, &v)) {
+            return "(absent)";
+        }
+    }
+    if (!v) {
+        return "null";
+    }
+    return json_object_is_type(v, json_type_string)
+           ? json_object_get_string(v)
+           : apr_pstrdup(pool, tllm_json_text(v, NULL));
+}
+
+/* The 422 items of text, as one JSON string. */
+static const char *problems(const char *text, int index)
+{
+    tllm_trace *t;
+    json_object *errors;
+    const char *detail, *out;
+
+    if (norm(text, index, &t, &errors, &detail) != TLLM_TRACE_INVALID) {
+        json_object_put(errors);
+        return "(valid)";
+    }
+    out = apr_pstrdup(pool, tllm_json_text(errors, NULL));
+    json_object_put(errors);
+    return out;
+}
+
+static int has(const char *haystack, const char *needle)
+{
+    int found = strstr(haystack, needle) != NULL;
+    if (!found) {
+        fprintf(stderr, "  missing %s in %s\n", needle, haystack);
+    }
+    return found;
+}
+
+static void test_defaults(void)
+{
+    json_object *o = ok("{}");
+    char now[TLLM_TIME_BUFSZ];
+
+    tllm_time_format(NOW, now);
+    CHECK(strlen(str(o, "trace_id")) == 36);
+    CHECK(str(o, "trace_id")[14] == '4');
+    CHECK_STR(str(o, "prompt"), "");
+    CHECK_STR(str(o, "response"), "null");
+    CHECK_STR(str(o, "latency"), "0.0");
+    CHECK_STR(str(o, "token_count"), "0");
+    CHECK_STR(str(o, "model_name"), "unknown");
+    CHECK_STR(str(o, "project_id"), "proj");
+    CHECK_STR(str(o, "project_name"), "null");
+    CHECK_STR(str(o, "api_key"), "null");
+    CHECK_STR(str(o, "environment"), "prod");
+    CHECK_STR(str(o, "status"), "success");
+    CHECK_STR(str(o, "steps"), "[]");
+    CHECK_STR(str(o, "retry_count"), "0");
+    CHECK_STR(str(o, "slow_request"), "false");
+    CHECK_STR(str(o, "failure_reason"), "null");
+    CHECK_STR(str(o, "created_at"), now);
+    CHECK_STR(str(o, "updated_at"), now);
+    json_object_put(o);
+}
+
+static void test_rendered_exactly(void)
+{
+    tllm_trace *t;
+    json_object *errors;
+    const char *detail;
+    const char *in =
+        "{\"trace_id\":\"t-1\",\"prompt\":\"h\\u00e9llo \xe4\xb8\x96\","
+        "\"response\":\"ok\",\"latency\":12.5,\"token_count\":7,"
+        "\"model\":\"m\",\"project_name\":\"P\",\"api_key\":\"tlm_sk_x\","
+        "\"environment\":\"dev-1\",\"steps\":[{\"step_type\":\"search\","
+        "\"input\":{\"q\":1.10},\"output\":\"\",\"duration\":3,"
+        "\"timestamp\":\"2026-01-02T03:04:05Z\"}],"
+        "\"created_at\":\"2026-01-02T03:04:05.5+01:00\"}";
+    const char *want =
+        "{\"trace_id\":\"t-1\",\"prompt\":\"h\xc3\xa9llo \xe4\xb8\x96\","
+        "\"response\":\"ok\",\"latency\":12.5,\"token_count\":7,"
+        "\"model_name\":\"m\",\"project_id\":\"proj\",\"project_name\":\"P\","
+        "\"api_key\":null,\"environment\":\"dev-1\",\"status\":\"success\","
+        "\"steps\":[{\"step_id\":\"step_1\",\"tool_name\":\"search\","
+        "\"input\":{\"q\":1.10},\"output\":{\"value\":\"\"},"
+        "\"duration\":3.0,\"success\":true,"
+        "\"timestamp\":\"2026-01-02T03:04:05.000000+00:00\"}],"
+        "\"retry_count\":0,\"slow_request\":false,\"failure_reason\":null,"
+        "\"created_at\":\"2026-01-02T02:04:05.500000+00:00\","
+        "\"updated_at\":\"2026-05-28T20:26:40.123456+00:00\"}";
+
+    CHECK(norm(in, -1, &t, &errors, &detail) == TLLM_TRACE_OK);
+    CHECK_STR(t->json, want);
+    CHECK(t->json_len == strlen(want));
+    CHECK_STR(t->trace_id, "t-1");
+    CHECK_STR(t->environment, "dev-1");
+    CHECK_STR(t->model_name, "m");
+    CHECK(t->created_at == INT64_C(1767319445500000));
+    json_object_put(errors);
+}
+
+static void test_ids_and_models(void)
+{
+    json_object *o = ok("{\"id\":\"legacy\",\"model\":\"a\"}");
+    CHECK_STR(str(o, "trace_id"), "legacy");
+    CHECK_STR(str(o, "model_name"), "a");
+    json_object_put(o);
+    o = ok("{\"trace_id\":\"x\",\"id\":\"y\",\"model_name\":\"b\","
+           "\"model\":\"a\"}");
+    CHECK_STR(str(o, "trace_id"), "x");
+    CHECK_STR(str(o, "model_name"), "b");
+    json_object_put(o);
+    o = ok("{\"trace_id\":\"\",\"id\":null}");
+    CHECK(strlen(str(o, "trace_id")) == 36);
+    json_object_put(o);
+    o = ok("{\"trace_id\":null,\"response\":null,\"model_name\":null}");
+    CHECK_STR(str(o, "response"), "null");
+    CHECK_STR(str(o, "model_name"), "unknown");
+    json_object_put(o);
+}
+
+static void test_steps(void)
+{
+    json_object *o = ok(
+        "{\"steps\":[{\"tool_name\":\"a\",\"step_type\":\"x\","
+        "\"input\":{},\"input_data\":{\"no\":1},\"output\":0},"
+        "{\"step_type\":\"b\",\"input_data\":[1],\"output_data\":{\"k\":2},"
+        "\"step_id\":\"mine\",\"created_at\":\"2026-01-01T00:00:00\"},"
+        "{}]}");
+    CHECK_STR(str(o, "steps.0.step_id"), "step_1");
+    CHECK_STR(str(o, "steps.0.tool_name"), "a");
+    CHECK_STR(str(o, "steps.0.input"), "{}");
+    CHECK_STR(str(o, "steps.0.output"), "{\"value\":0}");
+    CHECK_STR(str(o, "steps.1.step_id"), "mine");
+    CHECK_STR(str(o, "steps.1.tool_name"), "b");
+    CHECK_STR(str(o, "steps.1.input"), "{\"value\":[1]}");
+    CHECK_STR(str(o, "steps.1.output"), "{\"k\":2}");
+    CHECK_STR(str(o, "steps.1.timestamp"),
+              "2026-01-01T00:00:00.000000+00:00");
+    CHECK_STR(str(o, "steps.2.step_id"), "step_3");
+    CHECK_STR(str(o, "steps.2.tool_name"), "agent");
+    CHECK_STR(str(o, "steps.2.success"), "true");
+    CHECK_STR(str(o, "steps.2.duration"), "0.0");
+    json_object_put(o);
+}
+
+static void test_inference(void)
+{
+    json_object *o;
+
+    /* Repeated tool names are retries, and retries warn. */
+    o = ok("{\"steps\":[{\"tool_name\":\"a\"},{\"tool_name\":\"b\"},"
+           "{\"tool_name\":\"a\"},{\"tool_name\":\"a\"}]}");
+    CHECK_STR(str(o, "retry_count"), "2");
+    CHECK_STR(str(o, "status"), "warning");
+    json_object_put(o);
+    /* Explicit retry_count wins, even 0. */
+    o = ok("{\"retry_count\":0,\"steps\":[{\"tool_name\":\"a\"},"
+           "{\"tool_name\":\"a\"}]}");
+    CHECK_STR(str(o, "retry_count"), "0");
+    CHECK_STR(str(o, "status"), "success");
+    json_object_put(o);
+    /* A failed step fails the trace; its output names the reason. */
+    o = ok("{\"steps\":[{\"tool_name\":\"a\",\"success\":false,"
+           "\"output\":{\"message\":\"m\",\"error\":\"e\"}},"
+           "{\"tool_name\":\"b\",\"success\":false,"
+           "\"output\":{\"error\":\"later\"}}]}");
+    CHECK_STR(str(o, "status"), "failed");
+    CHECK_STR(str(o, "failure_reason"), "e");
+    json_object_put(o);
+    o = ok("{\"steps\":[{\"tool_name\":\"a\",\"success\":false,"
+           "\"output\":{\"message\":\"m\"}}]}");
+    CHECK_STR(str(o, "failure_reason"), "m");
+    json_object_put(o);
+    o = ok("{\"steps\":[{\"tool_name\":\"a\",\"success\":false}]}");
+    CHECK_STR(str(o, "failure_reason"), "a");
+    json_object_put(o);
+    /* An explicit reason wins and, alone, warns. */
+    o = ok("{\"failure_reason\":\"timeout\",\"steps\":[{\"tool_name\":\"a\","
+           "\"success\":false,\"output\":{\"error\":\"e\"}}]}");
+    CHECK_STR(str(o, "failure_reason"), "timeout");
+    CHECK_STR(str(o, "status"), "failed");
+    json_object_put(o);
+    o = ok("{\"failure_reason\":\"soft\"}");
+    CHECK_STR(str(o, "status"), "warning");
+    json_object_put(o);
+    /* Explicit status wins, case-insensitively; "" is not given. */
+    o = ok("{\"status\":\"SUCCESS\",\"steps\":[{\"success\":false}]}");
+    CHECK_STR(str(o, "status"), "success");
+    json_object_put(o);
+    o = ok("{\"status\":\"Warning\"}");
+    CHECK_STR(str(o, "status"), "warning");
+    json_object_put(o);
+    o = ok("{\"status\":\"\",\"steps\":[{\"success\":false}]}");
+    CHECK_STR(str(o, "status"), "failed");
+    json_object_put(o);
+    /* Slowness: latency >= threshold unless said otherwise. */
+    o = ok("{\"latency\":1500}");
+    CHECK_STR(str(o, "slow_request"), "true");
+    CHECK_STR(str(o, "latency"), "1500.0");
+    json_object_put(o);
+    o = ok("{\"latency\":1499.99}");
+    CHECK_STR(str(o, "slow_request"), "false");
+    json_object_put(o);
+    o = ok("{\"latency\":9000,\"slow_request\":false}");
+    CHECK_STR(str(o, "slow_request"), "false");
+    json_object_put(o);
+    o = ok("{\"latency\":1,\"slow_request\":true}");
+    CHECK_STR(str(o, "slow_request"), "true");
+    json_object_put(o);
+}
+
+static void test_timestamps(void)
+{
+    json_object *o;
+
+    o = ok("{\"created_at\":\"2026-03-01T12:00:00Z\"}");
+    CHECK_STR(str(o, "created_at"), "2026-03-01T12:00:00.000000+00:00");
+    json_object_put(o);
+    o = ok("{\"created_at\":\"2026-03-01T12:00:00.25\"}");
+    CHECK_STR(str(o, "created_at"), "2026-03-01T12:00:00.250000+00:00");
+    json_object_put(o);
+    o = ok("{\"created_at\":\"2026-03-01T02:00:00+05:30\"}");
+    CHECK_STR(str(o, "created_at"), "2026-02-28T20:30:00.000000+00:00");
+    json_object_put(o);
+    o = ok("{\"timestamp\":\"2026-03-01T20:00:00-0800\"}");
+    CHECK_STR(str(o, "created_at"), "2026-03-02T04:00:00.000000+00:00");
+    json_object_put(o);
+    o = ok("{\"created_at\":\"2024-02-29 23:59:59.1234567\","
+           "\"timestamp\":\"bad but unused\"}");
+    CHECK_STR(str(o, "created_at"), "2024-02-29T23:59:59.123456+00:00");
+    json_object_put(o);
+}
+
+static void test_errors(void)
+{
+    const char *p;
+
+    p = problems("{\"latency\":-1,\"token_count\":-2,\"retry_count\":-3,"
+                 "\"steps\":[{},{\"duration\":-4}]}", -1);
+    CHECK(has(p, "{\"type\":\"greater_than_equal\",\"loc\":[\"body\","
+                 "\"latency\"],\"msg\":\"Input should be greater than or "
+                 "equal to 0\",\"input\":-1,\"ctx\":{\"ge\":0}}"));
+    CHECK(has(p, "\"loc\":[\"body\",\"token_count\"]"));
+    CHECK(has(p, "\"loc\":[\"body\",\"retry_count\"]"));
+    CHECK(has(p, "\"loc\":[\"body\",\"steps\",1,\"duration\"]"));
+
+    p = problems("{\"prompt\":5,\"token_count\":1.5,\"latency\":\"3\","
+                 "\"slow_request\":\"yes\",\"status\":\"done\","
+                 "\"created_at\":\"yesterday\",\"environment\":\"a b\"}", 7);
+    CHECK(has(p, "{\"type\":\"string_type\",\"loc\":[\"body\",7,\"prompt\"]"));
+    CHECK(has(p, "{\"type\":\"int_parsing\",\"loc\":[\"body\",7,"
+                 "\"token_count\"]"));
+    CHECK(has(p, "{\"type\":\"float_parsing\",\"loc\":[\"body\",7,"
+                 "\"latency\"]"));
+    CHECK(has(p, "{\"type\":\"bool_type\",\"loc\":[\"body\",7,"
+                 "\"slow_request\"]"));
+    CHECK(has(p, "{\"type\":\"enum\",\"loc\":[\"body\",7,\"status\"],"
+                 "\"msg\":\"Input should be 'success', 'warning' or "
+                 "'failed'\",\"input\":\"done\""));
+    CHECK(has(p, "{\"type\":\"datetime_parsing\",\"loc\":[\"body\",7,"
+                 "\"created_at\"]"));
+    CHECK(has(p, "{\"type\":\"value_error\",\"loc\":[\"body\",7,"
+                 "\"environment\"]"));
+
+    CHECK(has(problems("{\"steps\":{}}", -1),
+              "\"loc\":[\"body\",\"steps\"]"));
+    CHECK(has(problems("{\"steps\":[1]}", -1),
+              "\"loc\":[\"body\",\"steps\",0]"));
+    CHECK(has(problems("[1]", 2), "\"loc\":[\"body\",2]"));
+    CHECK(has(problems("{\"environment\":\"abcdefghijklmnopqrstuvwxyz0123456\"}",
+                       -1), "\"environment\""));
+    CHECK(has(problems("{\"token_count\":true}", -1), "int_parsing"));
+    CHECK(has(problems("{\"created_at\":12345}", -1), "datetime_parsing"));
+    CHECK(has(problems("{\"created_at\":\"2026-02-30T00:00:00\"}", -1),
+              "datetime_parsing"));
+    CHECK_STR(problems("{\"token_count\":5.0,\"environment\":"
+                       "\"abcdefghijklmnopqrstuvwxyz012345\"}", -1),
+              "(valid)");
+}
+
+static void test_project(void)
+{
+    tllm_trace *t;
+    json_object *errors;
+    const char *detail;
+
+    CHECK(norm("{\"project_id\":\"other\"}", -1, &t, &errors, &detail)
+          == TLLM_TRACE_FORBIDDEN);
+    CHECK_STR(detail, "API key is not valid for project 'other'");
+    json_object_put(errors);
+    CHECK(norm("{\"project_id\":\"proj\",\"api_key\":\"ignored\"}", -1, &t,
+               &errors, &detail) == TLLM_TRACE_OK);
+    CHECK(strstr(t->json, "ignored") == NULL);
+    json_object_put(errors);
+}
+
+static void test_helpers(void)
+{
+    char buf[TLLM_DOUBLE_BUFSZ];
+    char tb[TLLM_TIME_BUFSZ];
+    int64_t us;
+    const char *err;
+
+    tllm_format_double(100, buf);
+    CHECK_STR(buf, "100.0");
+    tllm_format_double(0.1, buf);
+    CHECK_STR(buf, "0.1");
+    tllm_format_double(1.0 / 3.0, buf);
+    CHECK(strtod(buf, NULL) == 1.0 / 3.0);
+    tllm_format_double(1e22, buf);
+    CHECK_STR(buf, "1e+22");
+    /* As Python's round(v, 2): 2.675 is stored as 2.67499999... */
+    CHECK(tllm_round2(2.675) == 2.67);
+    CHECK(tllm_round2(1.005) == 1.0);
+    CHECK(tllm_round2(0.125) == 0.12);
+    CHECK(tllm_round2(0.375) == 0.38);
+    CHECK(tllm_round2(66.666666) == 66.67);
+    CHECK(tllm_round2(-1.005) == -1.0);
+    CHECK(tllm_round2(0) == 0);
+
+    CHECK_STR(tllm_time_format(0, tb), "1970-01-01T00:00:00.000000+00:00");
+    CHECK_STR(tllm_time_format(-1, tb), "1969-12-31T23:59:59.999999+00:00");
+    CHECK(tllm_time_parse("2000-02-29", &us, &err) == 0);
+    CHECK_STR(tllm_time_format(us, tb), "2000-02-29T00:00:00.000000+00:00");
+    CHECK(tllm_time_parse("1900-02-29", &us, &err) == -1);
+    CHECK(tllm_time_parse("2026-01-01T24:00:00", &us, &err) == -1);
+    CHECK(tllm_time_parse("2026-01-01T00:00:00+", &us, &err) == -1);
+    CHECK(tllm_time_parse("2026-01-01T00:00:00Zjunk", &us, &err) == -1);
+    CHECK(tllm_time_parse("2026-01-01T00:00:00+01", &us, &err) == 0);
+    CHECK_STR(tllm_time_format(us, tb), "2025-12-31T23:00:00.000000+00:00");
+    CHECK(tllm_utf8_length("h\xc3\xa9\xe4\xb8\x96\xf0\x9f\x9a\x80", 10) == 4);
+}
+
+int main(void)
+{
+    apr_initialize();
+    apr_pool_create(&pool, NULL);
+    test_defaults();
+    test_rendered_exactly();
+    test_ids_and_models();
+    test_steps();
+    test_inference();
+    test_timestamps();
+    test_errors();
+    test_project();
+    test_helpers();
+    apr_pool_destroy(pool);
+    apr_terminate();
+    return unit_summary("test_trace");
+}
