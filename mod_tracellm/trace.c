@@ -13,7 +13,6 @@
 #include <strings.h>
 
 #include <apr_general.h>
-#include <apr_lib.h>
 #include <apr_strings.h>
 
 #include "trace.h"
@@ -324,7 +323,9 @@ static int64_t repeated_tools(const step *steps, int count)
 }
 
 /* From the first failed step: output.error, else output.message, else its
- * tool_name. NULL when no step failed. */
+ * tool_name. NULL when no step failed. An error or message that is null or
+ * "" says nothing and is passed over; one that is not a string is taken as
+ * its JSON text. */
 static const char *inferred_failure(apr_pool_t *p, const step *steps,
                                     int count)
 {
@@ -337,11 +338,14 @@ static const char *inferred_failure(apr_pool_t *p, const step *steps,
         }
         for (k = 0; k < 2; k++) {
             json_object *v = given(steps[i].output, keys[k]);
-            if (v && json_object_is_type(v, json_type_string)) {
-                return apr_pstrdup(p, json_object_get_string(v));
+            if (!v) {
+                continue;
             }
-            if (v) {
+            if (!json_object_is_type(v, json_type_string)) {
                 return apr_pstrdup(p, tllm_json_text(v, NULL));
+            }
+            if (json_object_get_string_len(v) > 0) {
+                return apr_pstrdup(p, json_object_get_string(v));
             }
         }
         return steps[i].tool_name;
@@ -351,11 +355,13 @@ static const char *inferred_failure(apr_pool_t *p, const step *steps,
 
 /* ---- the trace --------------------------------------------------------- */
 
+/* ASCII only, whatever the process's locale says a letter is. */
 static int env_valid(const char *s)
 {
     size_t len = 0;
     for (; *s; s++, len++) {
-        if (!apr_isalnum(*s) && *s != '-' && *s != '_') {
+        if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z')
+            && !(*s >= '0' && *s <= '9') && *s != '-' && *s != '_') {
             return 0;
         }
     }
@@ -425,6 +431,19 @@ static json_object *string_or_null(const char *s)
     return s ? json_object_new_string(s) : NULL;
 }
 
+/* The client's own string object when it sent one (a new reference): a
+ * prompt or response is served byte for byte, even with a \u0000 in it. */
+static json_object *text_field(json_object *in, const char *name,
+                               const char *def)
+{
+    json_object *v = given(in, name);
+
+    if (v && json_object_is_type(v, json_type_string)) {
+        return json_object_get(v);
+    }
+    return string_or_null(def);
+}
+
 static json_object *timestamp(int64_t us)
 {
     char buf[TLLM_TIME_BUFSZ];
@@ -448,9 +467,9 @@ static json_object *render_step(const step *s)
 }
 
 /* The TraceSchema object, in API.md's key order, copied into the pool. */
-static void render(apr_pool_t *p, tllm_trace *t, const char *prompt,
-                   const char *response, const char *project_name,
-                   const step *steps, int count, const char *failure_reason)
+static void render(apr_pool_t *p, tllm_trace *t, json_object *in,
+                   const char *project_name, const step *steps, int count,
+                   const char *failure_reason)
 {
     json_object *o = json_object_new_object();
     json_object *list = json_object_new_array();
@@ -462,8 +481,8 @@ static void render(apr_pool_t *p, tllm_trace *t, const char *prompt,
         json_object_array_add(list, render_step(&steps[i]));
     }
     json_object_object_add(o, "trace_id", json_object_new_string(t->trace_id));
-    json_object_object_add(o, "prompt", json_object_new_string(prompt));
-    json_object_object_add(o, "response", string_or_null(response));
+    json_object_object_add(o, "prompt", text_field(in, "prompt", ""));
+    json_object_object_add(o, "response", text_field(in, "response", NULL));
     json_object_object_add(o, "latency", tllm_json_double(t->latency));
     json_object_object_add(o, "token_count",
                            json_object_new_int64(t->token_count));
@@ -561,7 +580,10 @@ tllm_trace_result tllm_trace_normalize(apr_pool_t *p, json_object *in,
     if (explicit_retries != 1) {
         t->retry_count = repeated_tools(steps, count);
     }
-    if (get_string(&n, in, "failure_reason", &failure_reason) != 1) {
+    /* An empty reason is no reason: it would otherwise mark the trace a
+     * warning while saying nothing. */
+    if (get_string(&n, in, "failure_reason", &failure_reason) != 1
+        || !*failure_reason) {
         failure_reason = inferred_failure(p, steps, count);
     }
     status = read_status(&n, in);
@@ -585,8 +607,7 @@ tllm_trace_result tllm_trace_normalize(apr_pool_t *p, json_object *in,
     t->updated_at = ctx->now_us;
 
     if (!n.invalid) {
-        render(p, t, prompt, response, project_name, steps, count,
-               failure_reason);
+        render(p, t, in, project_name, steps, count, failure_reason);
         *out = t;
     }
     free_steps(steps, count);

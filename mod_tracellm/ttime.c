@@ -12,6 +12,9 @@
 
 #define US_PER_SEC  INT64_C(1000000)
 #define SEC_PER_DAY INT64_C(86400)
+/* 0001-01-01T00:00:00 and 9999-12-31T23:59:59 UTC, in seconds. */
+#define MIN_SECS    INT64_C(-62135596800)
+#define MAX_SECS    INT64_C(253402300799)
 
 int64_t tllm_now_us(void)
 {
@@ -185,6 +188,11 @@ int tllm_time_parse(const char *s, int64_t *us, const char **err)
     }
     secs = days_from_civil(y, mo, d) * SEC_PER_DAY + h * 3600 + mi * 60
            + sec - offset;
+    /* An offset can carry 0001-01-01 or 9999-12-31 out of the years we
+     * can print; refuse rather than store an instant printed wrongly. */
+    if (secs < MIN_SECS || secs > MAX_SECS) {
+        return fail(err, "year out of range");
+    }
     *us = secs * US_PER_SEC + frac;
     return 0;
 }

@@ -13,9 +13,10 @@
 #include "unit.h"
 
 static apr_pool_t *pool;
-static const int64_t NOW = INT64_C(1780000000123456); /* 2026-05-28T20:26:40.123456Z */
+/* 2026-05-28T20:26:40.123456Z */
+#define NOW INT64_C(1780000000123456)
 
-static const tllm_ingest_ctx CTX = { "proj", "prod", 1500.0, INT64_C(1780000000123456) };
+static const tllm_ingest_ctx CTX = { "proj", "prod", 1500.0, NOW };
 
 /* Normalize JSON text; returns the result, *t the trace, *errors the 422
  * items (caller puts). */
@@ -330,8 +331,9 @@ static void test_errors(void)
     CHECK(has(problems("{\"steps\":[1]}", -1),
               "\"loc\":[\"body\",\"steps\",0]"));
     CHECK(has(problems("[1]", 2), "\"loc\":[\"body\",2]"));
-    CHECK(has(problems("{\"environment\":\"abcdefghijklmnopqrstuvwxyz0123456\"}",
-                       -1), "\"environment\""));
+    CHECK(has(problems("{\"environment\":"
+                       "\"abcdefghijklmnopqrstuvwxyz0123456\"}", -1),
+              "\"environment\""));
     CHECK(has(problems("{\"token_count\":true}", -1), "int_parsing"));
     CHECK(has(problems("{\"created_at\":12345}", -1), "datetime_parsing"));
     CHECK(has(problems("{\"created_at\":\"2026-02-30T00:00:00\"}", -1),
@@ -394,6 +396,192 @@ static void test_helpers(void)
     CHECK(tllm_utf8_length("h\xc3\xa9\xe4\xb8\x96\xf0\x9f\x9a\x80", 10) == 4);
 }
 
+/* Rules whose edges the tests above leave open. */
+static void test_more_rules(void)
+{
+    json_object *o;
+    tllm_trace *t;
+    json_object *errors;
+    const char *detail, *p;
+    char id[202];
+
+    /* Default tool names repeat too. */
+    o = ok("{\"steps\":[{},{}]}");
+    CHECK_STR(str(o, "retry_count"), "1");
+    CHECK_STR(str(o, "status"), "warning");
+    json_object_put(o);
+    /* An empty failure_reason is no reason: inferred, else null. */
+    o = ok("{\"failure_reason\":\"\"}");
+    CHECK_STR(str(o, "failure_reason"), "null");
+    CHECK_STR(str(o, "status"), "success");
+    json_object_put(o);
+    o = ok("{\"failure_reason\":\"\",\"steps\":[{\"tool_name\":\"t\","
+           "\"success\":false,"
+           "\"output\":{\"error\":\"\",\"message\":\"m\"}}]}");
+    CHECK_STR(str(o, "failure_reason"), "m");
+    json_object_put(o);
+    /* A non-string error is taken as its JSON text. */
+    o = ok("{\"steps\":[{\"success\":false,"
+           "\"output\":{\"error\":{\"c\":5}}}]}");
+    CHECK_STR(str(o, "failure_reason"), "{\"c\":5}");
+    json_object_put(o);
+    /* A wrapped output has no error: the tool names the failure. */
+    o = ok("{\"steps\":[{\"tool_name\":\"f\",\"success\":false,"
+           "\"output\":\"oops\"}]}");
+    CHECK_STR(str(o, "failure_reason"), "f");
+    CHECK_STR(str(o, "steps.0.output"), "{\"value\":\"oops\"}");
+    json_object_put(o);
+    /* Whole numbers written as floats are whole numbers. */
+    CHECK(norm("{\"token_count\":5.0,\"retry_count\":2.0}", -1, &t, &errors,
+               &detail) == TLLM_TRACE_OK);
+    CHECK(t->token_count == 5 && t->retry_count == 2);
+    CHECK(strstr(t->json, "\"token_count\":5,") != NULL);
+    json_object_put(errors);
+    /* A prompt is served byte for byte, NUL and all. */
+    CHECK(norm("{\"prompt\":\"a\\u0000b\"}", -1, &t, &errors, &detail)
+          == TLLM_TRACE_OK);
+    CHECK(strstr(t->json, "\"prompt\":\"a\\u0000b\"") != NULL);
+    json_object_put(errors);
+    /* trace_id: "" is not given, so id counts; at most 200 characters. */
+    o = ok("{\"trace_id\":\"\",\"id\":\"fallback\"}");
+    CHECK_STR(str(o, "trace_id"), "fallback");
+    json_object_put(o);
+    memset(id, 'x', 200);
+    id[200] = '\0';
+    o = ok(apr_psprintf(pool, "{\"trace_id\":\"%s\"}", id));
+    CHECK_STR(str(o, "trace_id"), id);
+    json_object_put(o);
+    p = problems(apr_psprintf(pool, "{\"trace_id\":\"%sx\"}", id), -1);
+    CHECK(has(p, "{\"type\":\"string_too_long\",\"loc\":[\"body\","
+                 "\"trace_id\"],\"msg\":\"String should have at most 200 "
+                 "characters\""));
+    CHECK(has(p, "\"ctx\":{\"max_length\":200}"));
+    /* environment: ASCII letters, digits, '-', '_', 1 to 32. */
+    CHECK(has(problems("{\"environment\":\"\"}", -1),
+              "\"loc\":[\"body\",\"environment\"]"));
+    CHECK(has(problems("{\"environment\":\"\xc3\xa9t\xc3\xa9\"}", -1),
+              "\"type\":\"value_error\""));
+    CHECK(has(problems("{\"environment\":7}", -1),
+              "{\"type\":\"string_type\",\"loc\":[\"body\",\"environment\"]"));
+    /* The exact shapes of the other items. */
+    CHECK_STR(problems("{\"steps\":\"nope\"}", -1),
+              "[{\"type\":\"value_error\",\"loc\":[\"body\",\"steps\"],"
+              "\"msg\":\"Value error, steps must be a list\","
+              "\"input\":\"nope\",\"ctx\":{\"error\":\"steps must be a "
+              "list\"}}]");
+    CHECK_STR(problems("5", -1),
+              "[{\"type\":\"value_error\",\"loc\":[\"body\"],"
+              "\"msg\":\"Value error, a trace must be an object\","
+              "\"input\":5,\"ctx\":{\"error\":\"a trace must be an "
+              "object\"}}]");
+    CHECK(has(problems("{\"steps\":[{},\"s\"]}", 3),
+              "{\"type\":\"value_error\",\"loc\":[\"body\",3,\"steps\",1],"));
+    CHECK(has(problems("{\"status\":1}", -1),
+              "\"ctx\":{\"expected\":\"'success', 'warning' or "
+              "'failed'\"}"));
+    CHECK(has(problems("{\"created_at\":\"2026-13-01\"}", -1),
+              "\"msg\":\"Input should be a valid datetime, date out of "
+              "range\",\"input\":\"2026-13-01\",\"ctx\":{\"error\":\"date "
+              "out of range\"}"));
+    CHECK(has(problems("{\"created_at\":\"\"}", -1), "datetime_parsing"));
+    CHECK(has(problems("{\"latency\":true}", -1),
+              "{\"type\":\"float_parsing\",\"loc\":[\"body\",\"latency\"],"
+              "\"msg\":\"Input should be a valid number\",\"input\":true}"));
+    CHECK(has(problems("{\"retry_count\":2.5}", -1),
+              "\"msg\":\"Input should be a valid integer, got a number with "
+              "a fractional part\""));
+    CHECK(has(problems("{\"steps\":[{\"success\":\"false\","
+                       "\"tool_name\":7,\"step_id\":7,\"timestamp\":\"x\"}]}",
+                       -1), "\"loc\":[\"body\",\"steps\",0,\"success\"]"));
+    /* Every problem of a trace, in one list. */
+    CHECK(norm("{\"prompt\":1,\"response\":2,\"latency\":-3,"
+               "\"steps\":[{\"duration\":\"d\",\"success\":0}],"
+               "\"slow_request\":1,\"created_at\":\"no\"}", 4, &t, &errors,
+               &detail) == TLLM_TRACE_INVALID);
+    CHECK(t == NULL);
+    CHECK(json_object_array_length(errors) == 7);
+    json_object_put(errors);
+    /* Another project is refused before anything else is looked at. */
+    CHECK(norm("{\"project_id\":\"other\",\"prompt\":5}", 0, &t, &errors,
+               &detail) == TLLM_TRACE_FORBIDDEN);
+    CHECK(json_object_array_length(errors) == 0);
+    CHECK_STR(detail, "API key is not valid for project 'other'");
+    json_object_put(errors);
+    CHECK(has(problems("{\"project_id\":5}", -1),
+              "{\"type\":\"string_type\",\"loc\":[\"body\",\"project_id\"]"));
+    /* New ids are UUIDv4, lower case, 8-4-4-4-12. */
+    p = tllm_uuid4(pool);
+    CHECK(strlen(p) == 36 && p[8] == '-' && p[13] == '-' && p[18] == '-'
+          && p[23] == '-' && p[14] == '4' && strchr("89ab", p[19]));
+    CHECK(strspn(p, "0123456789abcdef-") == 36);
+    CHECK(strcmp(p, tllm_uuid4(pool)) != 0);
+}
+
+static void test_more_helpers(void)
+{
+    char buf[TLLM_DOUBLE_BUFSZ];
+    char tb[TLLM_TIME_BUFSZ];
+    int64_t us;
+    const char *err = NULL;
+    json_object *item;
+
+    tllm_format_double(0.1 + 0.2, buf);
+    CHECK_STR(buf, "0.30000000000000004");
+    tllm_format_double(1e-7, buf);
+    CHECK_STR(buf, "1e-07");
+    tllm_format_double(-2, buf);
+    CHECK_STR(buf, "-2.0");
+    tllm_format_double(NAN, buf);
+    CHECK_STR(buf, "0.0");
+    tllm_format_double(INFINITY, buf);
+    CHECK_STR(buf, "0.0");
+    item = tllm_json_double(100);
+    CHECK_STR(tllm_json_text(item, NULL), "100.0");
+    json_object_put(item);
+    CHECK(tllm_round2(2.665) == 2.67);      /* 2.66500000000000003552... */
+    CHECK(tllm_round2(NAN) == 0);
+
+    item = tllm_error_item("missing", NULL, "Field required", NULL, NULL);
+    CHECK_STR(tllm_json_text(item, NULL),
+              "{\"type\":\"missing\",\"loc\":[],\"msg\":\"Field required\","
+              "\"input\":null}");
+    json_object_put(item);
+    item = json_object_new_object();
+    json_object_object_add(item, "u", json_object_new_string("a/b \xc3\xa9"));
+    CHECK_STR(tllm_json_text(item, NULL), "{\"u\":\"a/b \xc3\xa9\"}");
+    json_object_put(item);
+
+    CHECK(tllm_time_parse("2026-01-02t03:04", &us, NULL) == 0);
+    CHECK_STR(tllm_time_format(us, tb), "2026-01-02T03:04:00.000000+00:00");
+    CHECK(tllm_time_parse("2026-01-02T03:04:05,5z", &us, NULL) == 0);
+    CHECK_STR(tllm_time_format(us, tb), "2026-01-02T03:04:05.500000+00:00");
+    CHECK(tllm_time_parse("2026-01-02T03:04:05-0800", &us, NULL) == 0);
+    CHECK_STR(tllm_time_format(us, tb), "2026-01-02T11:04:05.000000+00:00");
+    CHECK(tllm_time_parse("2026-01-02Z", &us, NULL) == 0);
+    CHECK_STR(tllm_time_format(us, tb), "2026-01-02T00:00:00.000000+00:00");
+    CHECK(tllm_time_parse("0001-01-01T00:00:00", &us, NULL) == 0);
+    CHECK_STR(tllm_time_format(us, tb), "0001-01-01T00:00:00.000000+00:00");
+    CHECK(tllm_time_parse("9999-12-31T23:59:59.999999", &us, NULL) == 0);
+    CHECK_STR(tllm_time_format(us, tb), "9999-12-31T23:59:59.999999+00:00");
+    /* An offset must not carry an instant out of the printable years. */
+    CHECK(tllm_time_parse("9999-12-31T23:00:00-01:00", &us, &err) == -1);
+    CHECK_STR(err, "year out of range");
+    CHECK(tllm_time_parse("0001-01-01T00:30:00+01:00", &us, &err) == -1);
+    CHECK(tllm_time_parse("0000-01-01", &us, &err) == -1);
+    CHECK(tllm_time_parse("2026-04-31", &us, &err) == -1);
+    CHECK_STR(err, "date out of range");
+    CHECK(tllm_time_parse("2026-01-01T12:60", &us, &err) == -1);
+    CHECK(tllm_time_parse("2026-01-01T12:00:60", &us, &err) == -1);
+    CHECK(tllm_time_parse("2026-01-01T12:00:00.", &us, &err) == -1);
+    CHECK(tllm_time_parse("2026-01-01T12:00:00+24:00", &us, &err) == -1);
+    CHECK(tllm_time_parse("26-01-01", &us, &err) == -1);
+    CHECK(tllm_time_parse("", &us, &err) == -1);
+    CHECK(tllm_time_parse(" 2026-01-01", &us, &err) == -1);
+    CHECK(tllm_now_us() > INT64_C(1700000000000000));
+    CHECK(tllm_utf8_length("abc", 3) == 3);
+    CHECK(tllm_utf8_length("", 0) == 0);
+}
+
 int main(void)
 {
     apr_initialize();
@@ -406,7 +594,9 @@ int main(void)
     test_timestamps();
     test_errors();
     test_project();
+    test_more_rules();
     test_helpers();
+    test_more_helpers();
     apr_pool_destroy(pool);
     apr_terminate();
     return unit_summary("test_trace");
