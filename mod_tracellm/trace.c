@@ -382,7 +382,13 @@ static const char *read_trace_id(norm *n, json_object *in)
             return "";          /* the type error is recorded */
         }
         if (rc == 1 && *id) {
-            if (tllm_utf8_length(id, strlen(id)) > TRACE_ID_MAX) {
+            json_object *v = given(in, names[i]);
+            if ((size_t)json_object_get_string_len(v) != strlen(id)) {
+                /* An id is a key and a URL segment: no NUL inside. */
+                value_error(n, names[i], v,
+                            "trace_id must not contain a NUL character");
+            }
+            else if (tllm_utf8_length(id, strlen(id)) > TRACE_ID_MAX) {
                 problem(n, names[i], "string_too_long",
                         "String should have at most 200 characters",
                         given(in, names[i]),

@@ -335,6 +335,8 @@ static void test_errors(void)
                        "\"abcdefghijklmnopqrstuvwxyz0123456\"}", -1),
               "\"environment\""));
     CHECK(has(problems("{\"token_count\":true}", -1), "int_parsing"));
+    CHECK(has(problems("{\"trace_id\":\"a\\u0000b\"}", -1),
+              "{\"type\":\"value_error\",\"loc\":[\"body\",\"trace_id\"]"));
     CHECK(has(problems("{\"created_at\":12345}", -1), "datetime_parsing"));
     CHECK(has(problems("{\"created_at\":\"2026-02-30T00:00:00\"}", -1),
               "datetime_parsing"));
