@@ -4,6 +4,7 @@
  * and parsed with json-c (client messages).
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,17 +168,50 @@ static int raw_ts(const char *in, const char *end, const char **val,
     return found;
 }
 
-/* The message as a strict JSON value, or NULL (why says what is wrong). */
-static json_object *parse(const char *in, size_t len, const char **why)
+/* json-c's strict mode still takes NaN and Infinity, which are not JSON:
+ * a pong must not carry them. A number too big for a double (1e999) is
+ * JSON, and infinite too: its text has digits. */
+static int is_json(json_object *o)
+{
+    switch (json_object_get_type(o)) {
+    case json_type_double:
+        return isfinite(json_object_get_double(o))
+               || strpbrk(json_object_to_json_string(o), "0123456789");
+    case json_type_array: {
+        size_t i, n = json_object_array_length(o);
+        for (i = 0; i < n; i++) {
+            if (!is_json(json_object_array_get_idx(o, i))) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    case json_type_object: {
+        json_object_object_foreach(o, key, value) {
+            (void)key;
+            if (!is_json(value)) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    default:
+        return 1;
+    }
+}
+
+/* Parse the message as strict JSON into *out (NULL for null): 1 if it is
+ * JSON, 0 if not, -1 when out of memory. */
+static int parse(const char *in, size_t len, json_object **out)
 {
     json_tokener *tok = json_tokener_new_ex(TLLM_EVD_JSON_DEPTH);
     json_object *obj;
     enum json_tokener_error err;
     size_t used;
 
+    *out = NULL;
     if (!tok) {
-        *why = NULL;
-        return NULL;
+        return -1;
     }
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     obj = json_tokener_parse_ex(tok, in, (int)len);
@@ -190,15 +224,13 @@ static json_object *parse(const char *in, size_t len, const char **why)
         used = len;
     }
     json_tokener_free(tok);
-    if (err == json_tokener_success) {
-        const char *rest = skip_ws(in + used, in + len);
-        if (rest == in + len) {
-            return obj;
-        }
+    if (err == json_tokener_success && skip_ws(in + used, in + len) == in + len
+        && is_json(obj)) {
+        *out = obj;
+        return 1;
     }
     json_object_put(obj);
-    *why = "message is not valid JSON";
-    return NULL;
+    return 0;
 }
 
 static tllm_evd_msg *pong(const char *in, size_t len, json_object *obj)
@@ -223,12 +255,13 @@ static tllm_evd_msg *pong(const char *in, size_t len, json_object *obj)
 
 tllm_evd_msg *tllm_evd_msg_reply(const char *in, size_t len)
 {
-    const char *why = NULL;
-    json_object *obj = parse(in, len, &why), *type;
+    json_object *obj, *type;
     tllm_evd_msg *m;
+    int rc = parse(in, len, &obj);
 
-    if (!obj) {
-        return why ? tllm_evd_msg_error(why) : NULL;
+    if (rc <= 0) {
+        return rc < 0 ? NULL
+                      : tllm_evd_msg_error("message is not valid JSON");
     }
     if (!json_object_is_type(obj, json_type_object)) {
         m = tllm_evd_msg_error("message must be a JSON object");
