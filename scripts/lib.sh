@@ -6,9 +6,9 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # Debian packages the build, the server and the tests need.
 BUILD_PACKAGES="apache2 apache2-dev libaprutil1-dbd-sqlite3 libjson-c-dev
-  libsqlite3-dev libssl-dev pkg-config autoconf automake libtool make gcc
-  curl"
-TEST_PACKAGES="python3 python3-pytest python3-requests"
+  libsqlite3-dev libssl-dev libwebsockets-dev pkg-config autoconf automake
+  libtool make gcc curl"
+TEST_PACKAGES="python3 python3-pytest python3-requests python3-websockets"
 
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 
@@ -39,14 +39,32 @@ build_module() {
     fi
     make -s -j"$(nproc)" >&2 || die "make failed"
     MODULE="$TOP/.libs/mod_tracellm.so"
+    EVENTD="$TOP/tracellm-eventd"
     [ -f "$MODULE" ] || die "make did not produce $MODULE"
+    [ -x "$EVENTD" ] || die "make did not produce $EVENTD"
 }
 
 HTTPD="$(apxs -q SBINDIR 2>/dev/null)/$(apxs -q TARGET 2>/dev/null)"
 
-# render_conf DATA PORT: write DATA/httpd.conf from the template.
+# render TEMPLATE OUT DATA PORT EVENTD_PORT USERGROUP: fill the @NAME@
+# markers of one of conf/'s templates.
+render() {
+    python3 - "$@" "$(apxs -q LIBEXECDIR)" "$MODULE" "$EVENTD" <<'PY'
+import sys
+src, dst, data, port, eport, usergroup, moddir, module, eventd = sys.argv[1:10]
+text = open(src).read()
+for k, v in (("@DATA@", data), ("@PORT@", port), ("@EVENTD_PORT@", eport),
+             ("@MODDIR@", moddir), ("@MODULE@", module),
+             ("@EVENTD@", eventd), ("@USERGROUP@", usergroup)):
+    text = text.replace(k, v)
+open(dst, "w").write(text)
+PY
+}
+
+# render_conf DATA PORT EVENTD_PORT: write DATA/httpd.conf and, for live
+# events, DATA/conf.d/eventd.conf.
 render_conf() {
-    local data=$1 port=$2 usergroup=""
+    local data=$1 port=$2 eport=$3 usergroup=""
     mkdir -p "$data/run" "$data/conf.d" || die "cannot create $data"
     if [ "$(id -u)" -eq 0 ]; then
         # httpd's children drop to nobody: they must own the database.
@@ -54,16 +72,10 @@ render_conf() {
         chown nobody:nogroup "$data" "$data/run"
         [ -f "$data/tracellm.db" ] && chown nobody:nogroup "$data"/tracellm.db*
     fi
-    python3 - "$TOP/conf/httpd-private.conf.in" "$data/httpd.conf" \
-        "$data" "$port" "$(apxs -q LIBEXECDIR)" "$MODULE" "$usergroup" <<'PY'
-import sys
-src, dst, data, port, moddir, module, usergroup = sys.argv[1:8]
-text = open(src).read()
-for k, v in (("@DATA@", data), ("@PORT@", port), ("@MODDIR@", moddir),
-             ("@MODULE@", module), ("@USERGROUP@", usergroup)):
-    text = text.replace(k, v)
-open(dst, "w").write(text)
-PY
+    render "$TOP/conf/httpd-private.conf.in" "$data/httpd.conf" "$data" \
+        "$port" "$eport" "$usergroup"
+    render "$TOP/conf/eventd-private.conf.in" "$data/conf.d/eventd.conf" \
+        "$data" "$port" "$eport" "$usergroup"
 }
 
 # wait_healthy PORT SECONDS: until GET / answers 200.
