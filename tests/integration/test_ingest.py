@@ -733,3 +733,51 @@ def test_chunked_body_under_limit(api, project):
     assert r.request.headers.get("Transfer-Encoding") == "chunked"
     assert r.status_code == 201, r.text
     assert r.json()["prompt"] == "chunked " + "x" * 3000
+
+
+def test_numbers_round_trip(api, project):
+    pid, key = project
+    for lat in (0.1, 1 / 3, 123456789.123, 1e-7, 5e15, 2.5):
+        t = api.ingest_ok(key, {"latency": lat})
+        assert t["latency"] == lat
+        assert api.trace(t["trace_id"])["latency"] == lat
+    t = api.ingest_ok(key, {"token_count": 2 ** 40, "retry_count": 2 ** 31})
+    assert t["token_count"] == 2 ** 40 and t["retry_count"] == 2 ** 31
+
+
+def test_step_json_preserved(api, project):
+    pid, key = project
+    inp = {"a": [1, 2.5, {"b": None}], "c": True, "d": "é🚀", "e": {}, "f": []}
+    out = {"nested": {"deep": {"deeper": [[], [0]]}}, "n": -1.5e-3}
+    t = api.ingest_ok(key, {"steps": [{"input": inp, "output": out}]})
+    assert t["steps"][0]["input"] == inp and t["steps"][0]["output"] == out
+    got = api.trace(t["trace_id"])["steps"][0]
+    assert got["input"] == inp and got["output"] == out
+
+
+def test_raw_utf8_input(api, project):
+    pid, key = project
+    text = "héllo 世界 🚀"
+    body = json.dumps({"prompt": text}, ensure_ascii=False).encode("utf-8")
+    r = api.ingest(key, body)
+    assert r.status_code == 201, r.text
+    assert text.encode() in r.content and b"\\u" not in r.content
+    assert api.trace(r.json()["trace_id"])["prompt"] == text
+
+
+def test_resend_moves_breakdowns(api):
+    pid, key = api.project()
+    tid = "mv-" + uid()
+    api.ingest_ok(key, {"trace_id": tid, "model_name": "old-model", "status": "failed",
+                        "latency": 5000})
+    an = api.get("/analytics", params={"project_id": pid}).json()
+    assert [t["trace_id"] for t in an["recent_failures"]] == [tid]
+    api.ingest_ok(key, {"trace_id": tid, "model_name": "new-model", "latency": 5})
+    an = api.get("/analytics", params={"project_id": pid}).json()
+    assert an["model_breakdown"] == [{"key": "new-model", "count": 1}]
+    assert an["status_breakdown"] == [{"key": "success", "count": 1}]
+    assert an["recent_failures"] == []
+    assert an["summary"]["slow_requests"] == 0 and an["summary"]["p95_latency"] == 5
+    assert api.traces(project_id=pid, model="old-model")["total"] == 0
+    fl = api.get("/failures", params={"project_id": pid}).json()
+    assert fl["failed_traces"] == [] and fl["slow_requests"] == []

@@ -406,3 +406,51 @@ def test_revoked_refused_on_every_connection(server, api):
             c.close()
     # nothing was stored after the revocation
     assert api.traces(project_id=pid)["total"] == 12 * 2 + 3
+
+
+def _post_bodyless(port, path, content_length=None):
+    c = conn(port)
+    try:
+        c.putrequest("POST", path)
+        if content_length is not None:
+            c.putheader("Content-Length", content_length)
+        c.endheaders()
+        r = c.getresponse()
+        return r.status, r.getheader("Content-Type"), r.read()
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("cl", [None, "0"])
+def test_create_project_and_key_without_body(server, api, cl):
+    """POST /projects and POST /api-keys take their parameters from the
+    query; no body at all (or an empty one) is fine."""
+    name = "nobody-" + uid()
+    status, ct, body = _post_bodyless(
+        server.port, f"/projects?name={name}&environment=nb", cl)
+    assert status == 201, body
+    assert ct.replace(" ", "").lower() == "application/json;charset=utf-8"
+    p = json.loads(body)["project"]
+    assert p["project_id"] == name
+    status, ct, body = _post_bodyless(
+        server.port, f"/api-keys?project_id={name}&environment=nb2", cl)
+    assert status == 201, body
+    k = json.loads(body)["api_key"]
+    assert k["project_id"] == name and k["environment"] == "nb2"
+    assert KEY_RE.match(k["key"])
+
+
+def test_query_plus_sign_and_percent(api):
+    u = uid()
+    r = api.post(f"/projects?name=Plus+Sign+{u}&environment=x&description=a%26b%3Dc")
+    assert r.status_code == 201, r.text
+    p = r.json()["project"]
+    assert p["name"] == f"Plus Sign {u}" and p["description"] == "a&b=c"
+    assert p["project_id"] == f"plus-sign-{u}"
+
+
+def test_project_unicode_not_escaped(api):
+    name = "Ünïcödé 世界 " + uid()
+    api.create_project(name=name)
+    r = api.get("/projects")
+    assert name.encode() in r.content and b"\\u" not in r.content
