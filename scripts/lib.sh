@@ -8,7 +8,9 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_PACKAGES="apache2 apache2-dev libaprutil1-dbd-sqlite3 libjson-c-dev
   libsqlite3-dev libssl-dev libwebsockets-dev pkg-config autoconf automake
   libtool make gcc curl"
-TEST_PACKAGES="python3 python3-pytest python3-requests python3-websockets"
+TEST_PACKAGES="python3 python3-pytest python3-requests python3-websockets
+  python3-jsonschema chromium"
+WEB="$TOP/web"
 
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 
@@ -44,18 +46,29 @@ build_module() {
     [ -x "$EVENTD" ] || die "make did not produce $EVENTD"
 }
 
+# Swagger UI (served at /docs) and the browser test's driver, pinned by
+# web/package-lock.json.
+ensure_web() {
+    [ -d "$WEB/node_modules/swagger-ui-dist" ] \
+        && [ -d "$WEB/node_modules/playwright-core" ] && return 0
+    command -v npm >/dev/null 2>&1 || ensure_packages nodejs npm
+    (cd "$WEB" && npm ci --no-audit --no-fund >&2) || die "npm ci failed"
+}
+
 HTTPD="$(apxs -q SBINDIR 2>/dev/null)/$(apxs -q TARGET 2>/dev/null)"
 
 # render TEMPLATE OUT DATA PORT EVENTD_PORT USERGROUP: fill the @NAME@
 # markers of one of conf/'s templates.
 render() {
-    python3 - "$@" "$(apxs -q LIBEXECDIR)" "$MODULE" "$EVENTD" <<'PY'
+    python3 - "$@" "$(apxs -q LIBEXECDIR)" "$MODULE" "$EVENTD" "$WEB" <<'PY'
 import sys
-src, dst, data, port, eport, usergroup, moddir, module, eventd = sys.argv[1:10]
+src, dst, data, port, eport, usergroup, moddir, module, eventd, web = \
+    sys.argv[1:11]
 text = open(src).read()
 for k, v in (("@DATA@", data), ("@PORT@", port), ("@EVENTD_PORT@", eport),
              ("@MODDIR@", moddir), ("@MODULE@", module),
-             ("@EVENTD@", eventd), ("@USERGROUP@", usergroup)):
+             ("@EVENTD@", eventd), ("@WEB@", web),
+             ("@USERGROUP@", usergroup)):
     text = text.replace(k, v)
 open(dst, "w").write(text)
 PY
@@ -75,6 +88,8 @@ render_conf() {
     render "$TOP/conf/httpd-private.conf.in" "$data/httpd.conf" "$data" \
         "$port" "$eport" "$usergroup"
     render "$TOP/conf/eventd-private.conf.in" "$data/conf.d/eventd.conf" \
+        "$data" "$port" "$eport" "$usergroup"
+    render "$TOP/conf/docs-private.conf.in" "$data/conf.d/docs.conf" \
         "$data" "$port" "$eport" "$usergroup"
 }
 
