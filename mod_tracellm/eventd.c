@@ -148,6 +148,7 @@ static int parse_args(apr_pool_t *p, tllm_evd *evd, int argc, char **argv)
     evd->poll_ms = 250;
     evd->queue_max = 1024;
     evd->max_message = 65536;
+    opterr = 0;                 /* usage() says it, with our prefix */
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
         case 'd': evd->db_path = optarg; break;
