@@ -73,7 +73,7 @@ static void on_signal(int sig)
     stop_signal = sig;
 }
 
-/* ---- options -------------------------------------------------------------- */
+/* ---- options ------------------------------------------------------------ */
 
 static void usage(void)
 {
@@ -173,7 +173,8 @@ static int parse_args(apr_pool_t *p, tllm_evd *evd, int argc, char **argv)
     if (optind < argc || !evd->db_path || !listen || !evd->wake_path) {
         usage();
     }
-    if (strlen(evd->wake_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+    if (strlen(evd->wake_path)
+        >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
         tllm_evd_log("--wake %s is too long for a socket path",
                      evd->wake_path);
         return 0;
@@ -181,7 +182,7 @@ static int parse_args(apr_pool_t *p, tllm_evd *evd, int argc, char **argv)
     return ok && parse_listen(p, evd, listen);
 }
 
-/* ---- resources ------------------------------------------------------------ */
+/* ---- resources ---------------------------------------------------------- */
 
 static apr_status_t close_sqlite(void *data)
 {
@@ -312,6 +313,9 @@ static int start_lws(tllm_evd *evd)
     info.options = opts;
     info.user = evd;
     info.max_http_header_data = 4096;
+    /* Handshakes in progress at once; more wait in the listen backlog.
+     * 500 clients reconnecting together should not queue for long. */
+    info.max_http_header_pool = 64;
     evd->ctx = lws_create_context(&info);
     if (!evd->ctx) {
         tllm_evd_log("cannot create the WebSocket context");

@@ -143,7 +143,7 @@ static int matches(const tllm_evd_client *c, const tllm_event *e)
            && (!c->environment || strcmp(c->environment, e->environment) == 0);
 }
 
-/* ---- the event log -------------------------------------------------------- */
+/* ---- the event log ------------------------------------------------------ */
 
 static void fan_out(tllm_evd *evd, const tllm_event *e)
 {
@@ -233,7 +233,7 @@ static int replay_page(tllm_evd *evd, tllm_evd_client *c)
     return TLLM_OK;
 }
 
-/* ---- a client's life ------------------------------------------------------ */
+/* ---- a client's life ---------------------------------------------------- */
 
 /* "since" as a non-negative 64-bit integer, or -1. */
 static int64_t parse_since(const char *s)
@@ -433,7 +433,7 @@ void tllm_evd_close_all(tllm_evd *evd)
     }
 }
 
-/* ---- protocol callbacks --------------------------------------------------- */
+/* ---- protocol callbacks ------------------------------------------------- */
 
 static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
                        void *user, void *in, size_t len)

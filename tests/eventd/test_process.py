@@ -11,7 +11,8 @@ import time
 import pytest
 
 from conftest import BINARY, free_port, port_open, wait_for
-from eventd_support import closed_with, open_client, run
+from eventd_support import (closed_with, event_text, events, open_client,
+                            recv_json, run)
 
 
 def test_wake_socket_is_owner_only(eventd):
@@ -105,7 +106,6 @@ def test_stale_wake_socket_is_replaced(eventd, tmp_path):
 
     async def go():
         ws = await open_client(f"{d.url}?since=0")
-        from eventd_support import events, event_text
         assert [t for _, t in await events(ws, 1)] == [event_text(*rows[0])]
         await ws.close()
     run(go())
@@ -237,7 +237,6 @@ def test_many_datagrams_do_not_hold_the_loop(eventd):
     async def go():
         ws = await open_client(d.url)
         await ws.send('{"type":"ping","ts":1}')
-        from eventd_support import recv_json
         assert (await recv_json(ws))["type"] == "system.pong"
         await ws.close()
     run(go())

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from eventd_support import (CONNECTED, closed_with, connect, open_client,
-                            recv_json, recv_text, run, silent)
+from eventd_support import (CONNECTED, closed_with, connect, recv_json,
+                            recv_text, run, silent)
 
 
 @pytest.mark.parametrize("path", ["/", "/ws", "/any/path/at/all",
