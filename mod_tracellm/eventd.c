@@ -12,6 +12,31 @@
  * or SIGINT, and when httpd (its parent) is gone: it is never orphaned.
  *
  * This file is the process: options, the store, the sockets, the loop.
+ *
+ * Where API.md is silent, this is what the process does:
+ * - Any path is served; the query string carries since, project_id and
+ *   environment. An empty value counts as absent; if a name is repeated
+ *   the last one counts; other names are ignored.
+ * - since that is not a non-negative decimal integer (63 bits): after
+ *   system.connected, {"type":"system.error","detail":"since must be a
+ *   non-negative integer"}, then close 1008 "invalid query".
+ * - Without since a client is live from the newest event the process has
+ *   read; since beyond the log waits for seqs above it.
+ * - A malformed message (not JSON, not an object, no string "type", a
+ *   type other than "ping", a binary frame) gets system.error and the
+ *   connection stays open. A ping without ts is answered with
+ *   "timestamp":null; ts is echoed as the very text the client sent.
+ * - A message over --max-message bytes: close 1009 "message too big" as
+ *   soon as a frame header announces it. Invalid UTF-8: close 1007 (lws).
+ * - More than --queue messages waiting for a client: close 1008 "client
+ *   too slow"; the close frame follows what is already in the socket, and
+ *   a client that still does not read is dropped after 10 s. A burst of
+ *   more than --queue events at once does this to every live client
+ *   (keep --queue above the largest ingest batch, 1000).
+ * - SIGTERM / SIGINT / the parent gone: every client is closed with 1001
+ *   "server shutting down" (up to 1 s), the wake socket is removed and the
+ *   process exits 0. Startup failures exit 1, usage errors 2.
+ * - A plain HTTP request gets 400.
  */
 #include <arpa/inet.h>
 #include <errno.h>

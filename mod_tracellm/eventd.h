@@ -21,7 +21,7 @@
 
 /* How long a client closed for being slow may take to read its close
  * frame before the connection is simply dropped. */
-#define TLLM_EVD_SLOW_CLOSE_SECS 5
+#define TLLM_EVD_SLOW_CLOSE_SECS 10
 
 /* Nesting allowed in a client message (ping's ts is any JSON). */
 #define TLLM_EVD_JSON_DEPTH 64

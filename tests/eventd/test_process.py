@@ -240,3 +240,30 @@ def test_many_datagrams_do_not_hold_the_loop(eventd):
         assert (await recv_json(ws))["type"] == "system.pong"
         await ws.close()
     run(go())
+
+
+def test_kill9_then_a_new_copy_serves_the_same_port(eventd):
+    # What httpd does when its event process dies: start another at once.
+    d = eventd()
+
+    async def go():
+        ws = await open_client(d.url)
+        rows = d.store.add(2)
+        got = await events(ws, 2)
+        d.proc.kill()
+        d.proc.wait()
+        code, _, _ = await closed_with(ws)
+        assert code == 1006                 # no close frame: it was killed
+        assert os.path.exists(d.wake_path)  # left behind
+        missed = d.store.add(3, wake=False)
+        t0 = time.monotonic()
+        d.start()
+        assert time.monotonic() - t0 < 2
+        ws = await open_client(f"{d.url}?since={got[-1][0]}")
+        assert [t for _, t in await events(ws, 3)] == \
+            [event_text(*r) for r in missed]
+        more = d.store.add(1)
+        assert [t for _, t in await events(ws, 1)] == [event_text(*more[0])]
+        assert rows[-1][0] == got[-1][0]
+        await ws.close()
+    run(go())
