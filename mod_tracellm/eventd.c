@@ -388,7 +388,11 @@ static void handle_signals(void)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);        /* httpd's restarts are not ours */
+    /* httpd signals its process group on restarts (SIGHUP, and SIGUSR1
+     * for graceful ones, whose default would kill us): the module stops
+     * and starts this process itself. */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
 }
 
 /* Serve until a signal or the parent's death, then give clients a moment

@@ -267,3 +267,19 @@ def test_kill9_then_a_new_copy_serves_the_same_port(eventd):
         assert rows[-1][0] == got[-1][0]
         await ws.close()
     run(go())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1])
+def test_httpd_restart_signals_are_ignored(eventd, sig):
+    # httpd sends these to its whole process group when it restarts.
+    d = eventd()
+    d.proc.send_signal(sig)
+    time.sleep(0.3)
+    assert d.proc.poll() is None
+
+    async def go():
+        ws = await open_client(d.url)
+        rows = d.store.add(1)
+        assert [t for _, t in await events(ws, 1)] == [event_text(*rows[0])]
+        await ws.close()
+    run(go())
