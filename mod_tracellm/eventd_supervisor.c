@@ -31,7 +31,7 @@ APLOG_USE_MODULE(tracellm);
 typedef struct {
     apr_pool_t *pool;
     server_rec *server;
-    const char *argv[10];
+    const char *argv[12];
     apr_proc_t proc;
 } eventd_child;
 
@@ -206,6 +206,10 @@ int tllm_eventd_start(apr_pool_t *pconf, server_rec *s,
     child->argv[i++] = conf->listen;
     child->argv[i++] = "--wake";
     child->argv[i++] = conf->socket;
+    /* One read of new rows must fit a reading client's queue: room for
+     * several 1000-trace batches committed between two reads. */
+    child->argv[i++] = "--queue";
+    child->argv[i++] = "8192";
     child->argv[i] = NULL;
     wake_socket = conf->socket;
     apr_pool_cleanup_register(pconf, NULL, forget_wake_socket,
