@@ -1,0 +1,184 @@
+/*
+ * bench/raw_insert.c - the "raw SQLite" line of scripts/bench: insert the
+ * rows mod_tracellm stored, exactly as stored, into a fresh database with
+ * the module's own schema (tables, indexes, rollup triggers, copied from
+ * the source database's sqlite_master) and its PRAGMAs (WAL,
+ * synchronous=NORMAL, foreign_keys), in one transaction, through one
+ * prepared INSERT - the same statement text the module uses.
+ *
+ *   raw_insert SRC.db DST.db [MAX_SEQ]
+ *
+ * Reads every traces row of SRC (seq <= MAX_SEQ if given) into memory
+ * first; only BEGIN .. INSERT x n .. COMMIT is timed. Prints one JSON
+ * object: {"rows", "seconds", "tps", "bytes"}.
+ * Built by scripts/bench: gcc -O2 raw_insert.c -lsqlite3.
+ */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdint.h>
+#include <time.h>
+
+typedef struct {
+    char *text[5];      /* trace_id, project_id, environment, model, status */
+    double latency;
+    sqlite3_int64 tokens, retries, slow, created_at;
+    char *body;
+    int body_len;
+} row;
+
+static void die(sqlite3 *db, const char *what)
+{
+    fprintf(stderr, "raw_insert: %s: %s\n", what,
+            db ? sqlite3_errmsg(db) : "error");
+    exit(1);
+}
+
+static void exec(sqlite3 *db, const char *sql)
+{
+    char *err = NULL;
+
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        fprintf(stderr, "raw_insert: %s: %s\n", sql, err ? err : "?");
+        exit(1);
+    }
+}
+
+static char *dup_col(sqlite3_stmt *st, int i)
+{
+    const unsigned char *s = sqlite3_column_text(st, i);
+    int n = sqlite3_column_bytes(st, i);
+    char *d = malloc((size_t)n + 1);
+
+    if (!d) {
+        exit(1);
+    }
+    memcpy(d, s ? (const char *)s : "", (size_t)n);
+    d[n] = 0;
+    return d;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    sqlite3 *src, *dst;
+    sqlite3_stmt *st;
+    row *rows = NULL;
+    size_t n = 0, cap = 0, i, bytes = 0;
+    sqlite3_int64 max_seq = argc > 3 ? atoll(argv[3]) : INT64_MAX;
+    double t0, t1;
+
+    if (argc < 3) {
+        fprintf(stderr, "usage: raw_insert SRC.db DST.db [MAX_SEQ]\n");
+        return 2;
+    }
+    if (sqlite3_open_v2(argv[1], &src, SQLITE_OPEN_READONLY, NULL)
+        != SQLITE_OK) {
+        die(src, "open source");
+    }
+    remove(argv[2]);
+    if (sqlite3_open(argv[2], &dst) != SQLITE_OK) {
+        die(dst, "open destination");
+    }
+    /* The module's connection settings (store.c). */
+    exec(dst, "PRAGMA journal_mode=WAL");
+    exec(dst, "PRAGMA synchronous=NORMAL");
+    exec(dst, "PRAGMA foreign_keys=ON");
+
+    /* The schema, in creation order (tables before their indexes and
+     * triggers); sqlite_sequence comes with the AUTOINCREMENT table. */
+    if (sqlite3_prepare_v2(src, "SELECT sql FROM sqlite_master"
+                           " WHERE sql IS NOT NULL"
+                           " AND name NOT LIKE 'sqlite_%' ORDER BY rowid",
+                           -1, &st, NULL) != SQLITE_OK) {
+        die(src, "read schema");
+    }
+    exec(dst, "BEGIN");
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        exec(dst, (const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    exec(dst, "PRAGMA user_version=1");
+    exec(dst, "COMMIT");
+
+    if (sqlite3_prepare_v2(src, "SELECT trace_id, project_id, environment,"
+                           " model_name, status, latency, token_count,"
+                           " retry_count, slow, created_at, body FROM traces"
+                           " WHERE seq <= ?1 ORDER BY seq", -1, &st, NULL)
+        != SQLITE_OK) {
+        die(src, "read traces");
+    }
+    sqlite3_bind_int64(st, 1, max_seq);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        row *r;
+        int k;
+
+        if (n == cap) {
+            cap = cap ? cap * 2 : 4096;
+            rows = realloc(rows, cap * sizeof(*rows));
+            if (!rows) {
+                return 1;
+            }
+        }
+        r = &rows[n++];
+        for (k = 0; k < 5; k++) {
+            r->text[k] = dup_col(st, k);
+        }
+        r->latency = sqlite3_column_double(st, 5);
+        r->tokens = sqlite3_column_int64(st, 6);
+        r->retries = sqlite3_column_int64(st, 7);
+        r->slow = sqlite3_column_int64(st, 8);
+        r->created_at = sqlite3_column_int64(st, 9);
+        r->body = dup_col(st, 10);
+        r->body_len = sqlite3_column_bytes(st, 10);
+        bytes += (size_t)r->body_len;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(src);
+
+    /* store.c's ST_TRACE_INSERT, word for word. */
+    if (sqlite3_prepare_v3(dst,
+            "INSERT INTO traces (trace_id, project_id, environment,"
+            " model_name, status, latency, token_count, retry_count, slow,"
+            " created_at, body)"
+            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+        die(dst, "prepare insert");
+    }
+    t0 = now_s();
+    exec(dst, "BEGIN IMMEDIATE");
+    for (i = 0; i < n; i++) {
+        const row *r = &rows[i];
+        int k;
+
+        for (k = 0; k < 5; k++) {
+            sqlite3_bind_text(st, k + 1, r->text[k], -1, SQLITE_STATIC);
+        }
+        sqlite3_bind_double(st, 6, r->latency);
+        sqlite3_bind_int64(st, 7, r->tokens);
+        sqlite3_bind_int64(st, 8, r->retries);
+        sqlite3_bind_int64(st, 9, r->slow);
+        sqlite3_bind_int64(st, 10, r->created_at);
+        sqlite3_bind_text(st, 11, r->body, r->body_len, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            die(dst, "insert");
+        }
+        sqlite3_reset(st);
+    }
+    exec(dst, "COMMIT");
+    t1 = now_s();
+    sqlite3_finalize(st);
+    sqlite3_close(dst);
+    printf("{\"rows\": %zu, \"seconds\": %.6f, \"tps\": %.1f,"
+           " \"bytes\": %zu}\n", n, t1 - t0,
+           t1 > t0 ? (double)n / (t1 - t0) : 0.0, bytes);
+    return 0;
+}
