@@ -1,14 +1,17 @@
 """Helpers shared by the integration tests: an HTTP client that checks
-every response's Content-Type, project/trace helpers, and the contract's
-formats."""
+every response against the OpenAPI document (status, Content-Type, body
+schema), project/trace helpers, and the contract's formats."""
 import datetime as dt
 import http.client
 import json
 import re
 import socket
 import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
+from jsonschema import Draft202012Validator
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 KEY_RE = re.compile(r"^tlm_sk_[A-Za-z0-9]{32}$")
@@ -142,9 +145,212 @@ def assert_422(r, *expected):
     return items
 
 
+# ---- the OpenAPI document: every response is checked against it ----------
+
+OPENAPI_FILE = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+# The document is registered under this URI so that its internal "#/..."
+# references resolve; nothing is ever fetched from it.
+OPENAPI_URI = "https://tracellm.invalid/openapi.json"
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch",
+                "trace")
+
+
+def _pointer_escape(token):
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def _make_validator(doc, pointer):
+    """A Draft 2020-12 validator for the schema at `pointer` inside doc,
+    resolving $refs against the whole document: with `referencing` where
+    jsonschema has it (>= 4.18), else with RefResolver (Debian bookworm's
+    4.10)."""
+    schema = {"$ref": OPENAPI_URI + "#" + pointer}
+    try:
+        from referencing import Registry, Resource
+        from referencing.jsonschema import DRAFT202012
+    except ImportError:
+        from jsonschema import RefResolver
+        return Draft202012Validator(
+            schema, resolver=RefResolver(OPENAPI_URI, doc))
+    resource = Resource(contents=doc, specification=DRAFT202012)
+    registry = Registry().with_resource(OPENAPI_URI, resource)
+    return Draft202012Validator(schema, registry=registry)
+
+
+def _media_type(content_type):
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+class OpenApiContract:
+    """The OpenAPI document as the suite's oracle: which operation a
+    request reached, which statuses it may answer, and each response's
+    Content-Type and body schema."""
+
+    def __init__(self, path=OPENAPI_FILE):
+        with open(path, encoding="utf-8") as f:
+            self.doc = json.load(f)
+        self._validators = {}
+
+    # -- locating the operation ------------------------------------------
+
+    @staticmethod
+    def _segments(path):
+        """Segments of a path below the mount, as the module sees it: a
+        single trailing slash is dropped ("/traces/" is "/traces")."""
+        if len(path) > 1 and path.endswith("/"):
+            path = path[:-1]
+        return path.split("/")
+
+    def path_template(self, path):
+        """The document's path template that path matches, or None. A
+        literal template wins over one with parameters."""
+        want = self._segments(path)
+        best = None
+        for template in self.doc["paths"]:
+            have = template.split("/")
+            if len(have) != len(want):
+                continue
+            params = 0
+            for h, w in zip(have, want):
+                if h.startswith("{") and h.endswith("}"):
+                    if not w:
+                        break
+                    params += 1
+                elif h != w:
+                    break
+            else:
+                if best is None or params < best[1]:
+                    best = (template, params)
+        return best[0] if best else None
+
+    def methods(self, template):
+        item = self.doc["paths"][template]
+        return {m.upper() for m in item if m in HTTP_METHODS}
+
+    def _resolve(self, obj, pointer):
+        """Follow a local $ref (e.g. to components/responses); returns the
+        object and its JSON pointer in the document."""
+        while "$ref" in obj:
+            ref = obj["$ref"]
+            assert ref.startswith("#/"), f"non-local $ref {ref}"
+            pointer = ref[1:]
+            obj = self.doc
+            for token in pointer[1:].split("/"):
+                obj = obj[token.replace("~1", "/").replace("~0", "~")]
+        return obj, pointer
+
+    def expected_response(self, method, path, status):
+        """(description of the case, response object, its pointer) for a
+        request; AssertionError if the document does not allow status."""
+        template = self.path_template(path)
+        method = "GET" if method.upper() == "HEAD" else method.upper()
+        if template is None:
+            where = f"{method} {path} (no path of the document)"
+            allowed = {404: "NotFound"}
+        elif method not in self.methods(template):
+            where = f"{method} {template} (not an operation)"
+            allowed = {405: "MethodNotAllowed"}
+        else:
+            where = f"{method} {template}"
+            pointer = (f"/paths/{_pointer_escape(template)}/"
+                       f"{method.lower()}/responses")
+            responses = self.doc["paths"][template][method.lower()][
+                "responses"]
+            assert str(status) in responses, (
+                f"{where} answered {status}, a status the OpenAPI document "
+                f"does not list for it (documented: {sorted(responses)})")
+            response, pointer = self._resolve(
+                responses[str(status)], f"{pointer}/{status}")
+            return where, template, response, pointer
+        assert status in allowed, (
+            f"{where} answered {status}; the document says "
+            f"{sorted(allowed)}")
+        name = allowed[status]
+        pointer = f"/components/responses/{name}"
+        return where, template, self.doc["components"]["responses"][name], \
+            pointer
+
+    # -- checking a response ---------------------------------------------
+
+    def validator(self, pointer):
+        if pointer not in self._validators:
+            self._validators[pointer] = _make_validator(self.doc, pointer)
+        return self._validators[pointer]
+
+    def check(self, method, path, status, headers, body):
+        """Check one response (headers: a case-insensitive mapping, body:
+        bytes) against the document. path is below the mount and may carry
+        a query string."""
+        path = urlsplit(path).path or "/"
+        where, template, response, pointer = self.expected_response(
+            method, path, status)
+        if status == 405:
+            self._check_allow(where, template, headers.get("Allow"))
+        content = response.get("content")
+        ct = headers.get("Content-Type")
+        if not content:
+            assert not body, f"{where} -> {status}: a body where none is " \
+                             f"documented: {body[:200]!r}"
+            return
+        media = _media_type(ct)
+        assert media in content, (
+            f"{where} -> {status}: Content-Type {ct!r}, documented "
+            f"{sorted(content)}; body {body[:300]!r}")
+        if media != "application/json":
+            return              # the /docs page: no schema to hold it to
+        assert norm_ct(ct) == norm_ct(JSON_CT), (
+            f"{where} -> {status}: Content-Type {ct!r}, not {JSON_CT!r}")
+        if method.upper() == "HEAD":
+            return
+        try:
+            value = json.loads(body.decode("utf-8"))
+        except ValueError as e:
+            raise AssertionError(f"{where} -> {status}: not JSON ({e}): "
+                                 f"{body[:300]!r}")
+        schema_pointer = (f"{pointer}/content/"
+                          f"{_pointer_escape(media)}/schema")
+        errors = sorted(self.validator(schema_pointer).iter_errors(value),
+                        key=lambda e: list(e.absolute_path))
+        if errors:
+            lines = [f"  at {'/'.join(map(str, e.absolute_path)) or '(root)'}"
+                     f": {e.message[:300]}" for e in errors[:8]]
+            raise AssertionError(
+                f"{where} -> {status}: the body does not match the OpenAPI "
+                f"schema at #{schema_pointer}:\n" + "\n".join(lines)
+                + f"\nbody: {body[:500]!r}")
+
+    def _check_allow(self, where, template, allow):
+        assert allow is not None, f"{where} -> 405 without Allow"
+        got = {m.strip() for m in allow.split(",") if m.strip()}
+        assert got - {"HEAD", "OPTIONS"} == self.methods(template), (
+            f"{where} -> 405: Allow {allow!r}, the document has "
+            f"{sorted(self.methods(template))}")
+
+
+_contract = None
+
+
+def contract():
+    """The document, loaded once per session."""
+    global _contract
+    if _contract is None:
+        _contract = OpenApiContract()
+    return _contract
+
+
+def check_response(r, path):
+    """Check a requests response to a request for path (below the mount)
+    against the OpenAPI document."""
+    contract().check(r.request.method, path, r.status_code, r.headers,
+                     r.content)
+
+
 class Api:
-    """requests against the mount point; every response except 204 must be
-    application/json; charset=utf-8."""
+    """requests against the mount point. Every response must be one the
+    OpenAPI document lists for the operation (or the document's 404/405 for
+    a path or method it does not have), with its Content-Type
+    (application/json; charset=utf-8 for JSON) and a body its schema
+    accepts."""
 
     def __init__(self, base):
         self.base = base.rstrip("/")
@@ -153,8 +359,7 @@ class Api:
     def request(self, method, path, **kw):
         kw.setdefault("timeout", 60)
         r = self.s.request(method, self.base + path, **kw)
-        if r.status_code != 204:
-            assert_json_ct(r)
+        check_response(r, path)
         return r
 
     def get(self, path, **kw):
@@ -233,9 +438,11 @@ def quote(s):
     return q(s, safe="")
 
 
-def raw_http(port, data, timeout=10, read_after=True):
+def raw_http(port, data, timeout=10, read_after=True, mount=""):
     """Send raw bytes to the server; return (status, headers dict, body
-    bytes) of the response. Tolerates the server closing early."""
+    bytes) of the response. Tolerates the server closing early. The
+    response is checked against the OpenAPI document (the request line
+    names the operation; mount is the server's mount point)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         try:
@@ -246,9 +453,28 @@ def raw_http(port, data, timeout=10, read_after=True):
                 sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        return read_response(sock)
+        status, headers, body = read_response(sock)
     finally:
         sock.close()
+    first = data[0] if isinstance(data, (list, tuple)) else data
+    method, url = first.split(b"\r\n", 1)[0].decode("latin-1").split(" ")[:2]
+    contract().check(method, _below_mount(url, mount), status,
+                     _Headers(headers), body)
+    return status, headers, body
+
+
+class _Headers(dict):
+    """raw_http's lower-cased header dict, read as the checker reads
+    headers (any case)."""
+
+    def get(self, name, default=None):
+        return super().get(name.lower(), default)
+
+
+def _below_mount(url, mount):
+    mount = mount.rstrip("/")
+    assert url.startswith(mount), f"{url} is not under the mount {mount}"
+    return url[len(mount):] or "/"
 
 
 def read_response(sock):
@@ -307,5 +533,35 @@ def read_response(sock):
     return status, headers, body
 
 
-def conn(port, timeout=30):
-    return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+class _CheckedResponse(http.client.HTTPResponse):
+    """Checked against the OpenAPI document once its whole body is read."""
+    checked_path = None
+
+    def read(self, amt=None):
+        data = super().read(amt)
+        if amt is None and self.checked_path is not None:
+            contract().check(self._method, self.checked_path, self.status,
+                             self.msg, data)
+        return data
+
+
+class _CheckedConnection(http.client.HTTPConnection):
+    response_class = _CheckedResponse
+    mount = ""
+
+    def putrequest(self, method, url, *args, **kw):
+        self._checked_path = _below_mount(url, self.mount)
+        return super().putrequest(method, url, *args, **kw)
+
+    def getresponse(self):
+        r = super().getresponse()
+        r.checked_path = self._checked_path
+        return r
+
+
+def conn(port, timeout=30, mount=""):
+    """An HTTP connection whose responses are checked against the OpenAPI
+    document when read whole."""
+    c = _CheckedConnection("127.0.0.1", port, timeout=timeout)
+    c.mount = mount
+    return c
