@@ -36,14 +36,7 @@ static APR_OPTIONAL_FN_TYPE(ap_dbd_acquire) *dbd_acquire;
 static void *create_dir_conf(apr_pool_t *p, char *dir)
 {
     tllm_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
-    apr_size_t n;
 
-    /* The Location path is the mount point the handler strips. */
-    conf->mount = dir ? apr_pstrdup(p, dir) : "";
-    n = strlen(conf->mount);
-    while (n && conf->mount[n - 1] == '/') {
-        ((char *)conf->mount)[--n] = '\0';
-    }
     conf->slow_threshold_ms = TLLM_DEFAULT_SLOW_MS;
     conf->max_body = TLLM_DEFAULT_MAX_BODY;
     return conf;
@@ -54,7 +47,6 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     const tllm_dir_conf *base = basev, *add = addv;
     tllm_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
 
-    conf->mount = add->mount;
     conf->slow_threshold_ms = add->slow_threshold_set
                               ? add->slow_threshold_ms
                               : base->slow_threshold_ms;
@@ -257,6 +249,8 @@ static const tllm_route routes[] = {
     { "GET",    "/api-keys",     tllm_api_keys_list },
     { "POST",   "/api-keys",     tllm_api_keys_create },
     { "DELETE", "/api-keys/*",   tllm_api_keys_revoke },
+    { "GET",    "/openapi.json", tllm_api_openapi },
+    { "GET",    "/docs",         tllm_api_docs },
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -304,6 +298,30 @@ static apr_table_t *parse_query(apr_pool_t *p, const char *args)
         apr_table_set(t, pair, val);
     }
     return t;
+}
+
+/* The mount point: the path of the innermost section that configured the
+ * core (SetHandler tracellm is a core directive, so ours has), without a
+ * trailing "/". A section whose path is not a prefix of the URI (a
+ * <Directory>, a regex) mounts at the root. */
+static const char *mount_point(request_rec *r)
+{
+    const core_dir_config *core = ap_get_core_module_config(
+        r->per_dir_config);
+    const char *d = core ? core->d : NULL;
+    apr_size_t n;
+
+    if (!d || core->d_is_fnmatch || *d != '/') {
+        return "";
+    }
+    n = strlen(d);
+    while (n && d[n - 1] == '/') {
+        n--;
+    }
+    if (strncmp(r->uri, d, n) != 0 || (r->uri[n] && r->uri[n] != '/')) {
+        return "";
+    }
+    return apr_pstrndup(r->pool, d, n);
 }
 
 /* The path below the mount, or NULL if r->uri is not under it. */
@@ -368,7 +386,8 @@ static int tllm_handler(request_rec *r)
     r->allowed |= (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST)
                   | (AP_METHOD_BIT << M_DELETE);
 
-    q.path = path_below_mount(r, q.conf->mount);
+    q.mount = mount_point(r);
+    q.path = path_below_mount(r, q.mount);
     if (!q.path) {
         return tllm_send_detail(r, HTTP_NOT_FOUND, "Not Found");
     }

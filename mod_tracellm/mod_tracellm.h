@@ -19,7 +19,6 @@ extern module AP_MODULE_DECLARE_DATA tracellm_module;
 /** Per-directory configuration (the <Location> the handler is mounted on).
  *  Each value has a _set flag so merges can tell "not set" from a value. */
 typedef struct {
-    const char *mount;          /* the Location path, without trailing "/" */
     double slow_threshold_ms;   /* TraceLLMSlowThreshold */
     apr_off_t max_body;         /* TraceLLMMaxBody */
     unsigned int slow_threshold_set:1;
@@ -30,6 +29,7 @@ typedef struct {
 typedef struct {
     request_rec *r;
     const tllm_dir_conf *conf;
+    const char *mount;          /* the <Location> path, no trailing "/" */
     const char *path;           /* below the mount, starts with "/" */
     const char *param;          /* the decoded {id} segment, or NULL */
     apr_table_t *query;         /* decoded query parameters, last wins */
@@ -59,5 +59,7 @@ int tllm_api_projects_create(tllm_req *q);
 int tllm_api_keys_list(tllm_req *q);
 int tllm_api_keys_create(tllm_req *q);
 int tllm_api_keys_revoke(tllm_req *q);
+int tllm_api_openapi(tllm_req *q);
+int tllm_api_docs(tllm_req *q);
 
 #endif

@@ -52,7 +52,9 @@ ensure_web() {
     [ -d "$WEB/node_modules/swagger-ui-dist" ] \
         && [ -d "$WEB/node_modules/playwright-core" ] && return 0
     command -v npm >/dev/null 2>&1 || ensure_packages nodejs npm
-    (cd "$WEB" && npm ci --no-audit --no-fund >&2) || die "npm ci failed"
+    # swagger-ui-dist's @scarf/scarf would report the install: it must not.
+    (cd "$WEB" && SCARF_ANALYTICS=false npm ci --no-audit --no-fund >&2) \
+        || die "npm ci failed"
 }
 
 HTTPD="$(apxs -q SBINDIR 2>/dev/null)/$(apxs -q TARGET 2>/dev/null)"

@@ -95,3 +95,18 @@ def test_mount_outside_location_not_served(mounted):
     r = requests.get(mounted.origin + "/traces", timeout=30)
     assert r.status_code == 404
     assert '"items"' not in r.text
+
+
+def test_mount_with_only_sethandler():
+    """A <Location /llm> holding nothing but SetHandler tracellm (and a
+    nested section that sets no core directive) is mounted at /llm."""
+    srv = start_server("mount-bare", mount="/llm")
+    try:
+        api = Api(srv.base)
+        assert api.get("/").json()["message"] == "TraceLLM backend running"
+        assert api.get("/projects").status_code == 200
+        assert_detail(api.get("/traces/x"), 404, "Trace not found")
+        r = requests.get(srv.origin + "/llmx/projects", timeout=30)
+        assert r.status_code == 404 and "[" not in r.text[:1]
+    finally:
+        finish_server(srv)
