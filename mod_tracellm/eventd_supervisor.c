@@ -206,10 +206,8 @@ int tllm_eventd_start(apr_pool_t *pconf, server_rec *s,
     child->argv[i++] = conf->listen;
     child->argv[i++] = "--wake";
     child->argv[i++] = conf->socket;
-    /* One read of new rows must fit a reading client's queue: room for
-     * several 1000-trace batches committed between two reads. */
     child->argv[i++] = "--queue";
-    child->argv[i++] = "8192";
+    child->argv[i++] = conf->queue ? conf->queue : TLLM_EVENTD_DEFAULT_QUEUE;
     child->argv[i] = NULL;
     wake_socket = conf->socket;
     apr_pool_cleanup_register(pconf, NULL, forget_wake_socket,

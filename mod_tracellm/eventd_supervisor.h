@@ -14,9 +14,13 @@ typedef struct {
     const char *listen;         /* TraceLLMEventdListen host:port */
     const char *socket;         /* TraceLLMEventSocket; NULL = default */
     const char *binary;         /* TraceLLMEventdBinary */
+    const char *queue;          /* TraceLLMEventdQueue, messages */
 } tllm_eventd_conf;
 
 #define TLLM_EVENTD_DEFAULT_LISTEN "127.0.0.1:8001"
+/* One read of new rows must fit a reading client's queue: room for
+ * several 1000-trace batches committed between two reads. */
+#define TLLM_EVENTD_DEFAULT_QUEUE "8192"
 
 /** Validate a TraceLLMEventdListen value: a loopback address and a port.
  *  NULL if fine, else the reason. */

@@ -106,6 +106,7 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     conf->listen = add->listen ? add->listen : base->listen;
     conf->socket = add->socket ? add->socket : base->socket;
     conf->binary = add->binary ? add->binary : base->binary;
+    conf->queue = add->queue ? add->queue : base->queue;
     return conf;
 }
 
@@ -139,6 +140,25 @@ static const char *set_eventd_listen(cmd_parms *cmd, void *dconf,
                             why);
     }
     srv_conf(cmd)->listen = arg;
+    return NULL;
+}
+
+static const char *set_eventd_queue(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    char *end;
+    long n = err ? 0 : strtol(arg, &end, 10);
+
+    if (err) {
+        return err;
+    }
+    if (end == arg || *end || n < 1 || n > 1000000) {
+        return apr_psprintf(cmd->pool, "%s must be a number of messages "
+                            "from 1 to 1000000, not '%s'", cmd->cmd->name,
+                            arg);
+    }
+    srv_conf(cmd)->queue = arg;
     return NULL;
 }
 
@@ -178,6 +198,9 @@ static const command_rec tllm_cmds[] = {
     AP_INIT_TAKE1("TraceLLMEventdListen", set_eventd_listen, NULL, RSRC_CONF,
                   "Loopback host:port tracellm-eventd listens on "
                   "(default " TLLM_EVENTD_DEFAULT_LISTEN ")"),
+    AP_INIT_TAKE1("TraceLLMEventdQueue", set_eventd_queue, NULL, RSRC_CONF,
+                  "Events a WebSocket client may fall behind before it is "
+                  "closed with 1008 (default " TLLM_EVENTD_DEFAULT_QUEUE ")"),
     AP_INIT_TAKE1("TraceLLMEventSocket", set_eventd_path, NULL, RSRC_CONF,
                   "Datagram socket that wakes tracellm-eventd after an "
                   "ingest (default: DefaultRuntimeDir/tracellm/eventd.sock)"),

@@ -46,3 +46,30 @@ def test_wrong_arity(directive):
     rc, out = httpd_t(directive)
     assert rc != 0, out
     assert directive.split()[0] in out, out
+
+
+@pytest.mark.parametrize("directive", [
+    "TraceLLMEventd maybe", "TraceLLMEventdListen 10.0.0.1:8001",
+    "TraceLLMEventdListen 127.0.0.1", "TraceLLMEventdListen 127.0.0.1:0",
+    "TraceLLMEventdQueue 0", "TraceLLMEventdQueue lots",
+])
+def test_bad_event_process_values(directive):
+    rc, out = httpd_t(directive)
+    assert rc != 0, out
+    name = directive.split()[0]
+    msg_lines = [l for l in out.splitlines() if "Syntax error" not in l]
+    assert any(name in l for l in msg_lines), out
+
+
+@pytest.mark.parametrize("directive", [
+    "TraceLLMEventd Off", "TraceLLMEventdListen 127.0.0.1:9001",
+    "TraceLLMEventdListen [::1]:9001", "TraceLLMEventdQueue 16",
+])
+def test_good_event_process_values(directive):
+    rc, out = httpd_t(directive)
+    assert rc == 0, out
+
+
+def test_event_directives_only_at_server_level():
+    rc, out = httpd_t(location_conf="TraceLLMEventdQueue 16")
+    assert rc != 0 and "TraceLLMEventdQueue" in out, out

@@ -34,12 +34,13 @@ def eventd_conf(data_dir, port):
 class WsServer:
     """A TllmServer whose extra config turns live events on."""
 
-    def __init__(self):
+    def __init__(self, extra_conf=""):
         from httpd import new_data_dir
         d = new_data_dir("ws")
         self.eventd_port = free_port()
         self.srv = None
         self._data = d
+        self._extra = extra_conf
 
     def start(self):
         from httpd import TllmServer
@@ -47,7 +48,8 @@ class WsServer:
         _require_module()
         self.srv = TllmServer(self._data,
                               extra_conf=eventd_conf(self._data,
-                                                     self.eventd_port))
+                                                     self.eventd_port)
+                              + self._extra)
         self.srv.start()
         wait_for(lambda: eventd_pids(self._data), 10, "eventd to start")
         return self
@@ -299,3 +301,47 @@ def test_200_clients_each_receive_an_event(ws_server, ws_api):
         assert all(g[0]["trace"]["trace_id"] == ids[0] for g in got)
         await asyncio.gather(*[c.close() for c in clients])
     run(go(), timeout=120)
+
+
+def test_slow_client_closed_while_a_reading_one_keeps_up():
+    """Through httpd's tunnel: a client that stops reading is closed with
+    1008 once it is TraceLLMEventdQueue events behind; a reading client
+    gets every event meanwhile."""
+    s = WsServer("TraceLLMEventdQueue 64\n").start()
+    api = Api(s.srv.base)
+    pid, key = api.project()
+    pad = "x" * (64 << 10)
+
+    async def go():
+        url = s.ws + f"?project_id={pid}"
+        fast = await connect(url)
+        slow = await connect(url)
+        slow.transport.pause_reading()
+        sent = []
+        # Far more than the slow client's socket buffers, httpd's tunnel
+        # and its queue hold together.
+        for _ in range(60):
+            r = api.post("/traces", headers={"X-API-Key": key},
+                         json=[{"prompt": pad} for _ in range(10)])
+            assert r.status_code == 200, r.text[:300]
+            ids = r.json()["trace_ids"]
+            got = await events(fast, len(ids), timeout=20)
+            assert [m["trace"]["trace_id"] for m in got] == ids
+            sent += ids
+        slow.transport.resume_reading()
+        received = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                m = await recv_json(slow, timeout=20)
+                if m["type"] == "trace.created":
+                    received.append(m["trace"]["trace_id"])
+        assert closed.value.code == 1008, closed.value
+        assert 0 < len(received) < len(sent)
+        assert received == sent[:len(received)]    # a gapless prefix
+        await fast.close()
+    try:
+        run(go(), timeout=240)
+    finally:
+        s.srv.stop()
+        wait_for(lambda: not eventd_pids(s._data), 10, "eventd to stop")
+        finish_server(s.srv, allowed=[r"tracellm-eventd"])
