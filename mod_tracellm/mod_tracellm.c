@@ -217,31 +217,11 @@ const char *tllm_storage_type(void)
     return "sqlite";
 }
 
-/* The tllm_db for a mod_dbd connection, or NULL (logged) if it is not the
- * sqlite3 driver or its connection cannot be set up. */
-static tllm_db *attach(ap_dbd_t *dbd, server_rec *s)
-{
-    const char *driver = apr_dbd_name(dbd->driver);
-    tllm_db *db;
-
-    if (strcmp(driver, "sqlite3") != 0) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
-                     "TLLM0003: DBDriver %s is not supported; use sqlite3",
-                     driver);
-        return NULL;
-    }
-    db = tllm_db_attach(dbd->pool,
-                        apr_dbd_native_handle(dbd->driver, dbd->handle));
-    if (!db) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
-                     "TLLM0004: could not set up the SQLite connection");
-    }
-    return db;
-}
-
 tllm_db *tllm_req_db(tllm_req *q)
 {
     ap_dbd_t *dbd = dbd_acquire(q->r);
+    const char *driver;
+    tllm_db *db;
 
     if (!dbd) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r,
@@ -249,7 +229,21 @@ tllm_db *tllm_req_db(tllm_req *q)
                       "(check DBDriver/DBDParams and the error log)");
         return NULL;
     }
-    return attach(dbd, q->r->server);
+    /* A virtual host may configure its own DBDriver. */
+    driver = apr_dbd_name(dbd->driver);
+    if (strcmp(driver, "sqlite3") != 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r,
+                      "TLLM0003: DBDriver %s is not supported; use sqlite3",
+                      driver);
+        return NULL;
+    }
+    db = tllm_db_attach(dbd->pool,
+                        apr_dbd_native_handle(dbd->driver, dbd->handle));
+    if (!db) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r,
+                      "TLLM0004: could not set up the SQLite connection");
+    }
+    return db;
 }
 
 /* ---- routes ------------------------------------------------------------ */
