@@ -23,7 +23,7 @@
 typedef struct {
     char *text[5];      /* trace_id, project_id, environment, model, status */
     double latency;
-    sqlite3_int64 tokens, retries, slow, created_at;
+    sqlite3_int64 tokens, retries, slow, created_at, lat_bucket;
     char *body;
     int body_len;
 } row;
@@ -88,7 +88,20 @@ int main(int argc, char **argv)
     if (sqlite3_open(argv[2], &dst) != SQLITE_OK) {
         die(dst, "open destination");
     }
-    /* The module's connection settings (store.c). */
+    /* The module's connection settings (store.c), and the source's page
+     * size. */
+    if (sqlite3_prepare_v2(src, "PRAGMA page_size", -1, &st, NULL)
+        != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+        die(src, "read page size");
+    }
+    {
+        char sql[64];
+
+        snprintf(sql, sizeof(sql), "PRAGMA page_size=%d",
+                 sqlite3_column_int(st, 0));
+        sqlite3_finalize(st);
+        exec(dst, sql);
+    }
     exec(dst, "PRAGMA journal_mode=WAL");
     exec(dst, "PRAGMA synchronous=NORMAL");
     exec(dst, "PRAGMA foreign_keys=ON");
@@ -106,12 +119,13 @@ int main(int argc, char **argv)
         exec(dst, (const char *)sqlite3_column_text(st, 0));
     }
     sqlite3_finalize(st);
-    exec(dst, "PRAGMA user_version=1");
+    exec(dst, "PRAGMA user_version=2");
     exec(dst, "COMMIT");
 
     if (sqlite3_prepare_v2(src, "SELECT trace_id, project_id, environment,"
                            " model_name, status, latency, token_count,"
-                           " retry_count, slow, created_at, body FROM traces"
+                           " retry_count, slow, created_at, body, lat_bucket"
+                           " FROM traces"
                            " WHERE seq <= ?1 ORDER BY seq", -1, &st, NULL)
         != SQLITE_OK) {
         die(src, "read traces");
@@ -139,6 +153,7 @@ int main(int argc, char **argv)
         r->created_at = sqlite3_column_int64(st, 9);
         r->body = dup_col(st, 10);
         r->body_len = sqlite3_column_bytes(st, 10);
+        r->lat_bucket = sqlite3_column_int64(st, 11);
         bytes += (size_t)r->body_len;
     }
     sqlite3_finalize(st);
@@ -148,8 +163,8 @@ int main(int argc, char **argv)
     if (sqlite3_prepare_v3(dst,
             "INSERT INTO traces (trace_id, project_id, environment,"
             " model_name, status, latency, token_count, retry_count, slow,"
-            " created_at, body)"
-            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            " created_at, body, lat_bucket)"
+            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
         die(dst, "prepare insert");
     }
@@ -168,6 +183,7 @@ int main(int argc, char **argv)
         sqlite3_bind_int64(st, 9, r->slow);
         sqlite3_bind_int64(st, 10, r->created_at);
         sqlite3_bind_text(st, 11, r->body, r->body_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 12, r->lat_bucket);
         if (sqlite3_step(st) != SQLITE_DONE) {
             die(dst, "insert");
         }

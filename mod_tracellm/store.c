@@ -16,6 +16,9 @@
 
 #define TLLM_BUSY_TIMEOUT_MS 5000
 
+/* The page size of new databases (see schema_v2). */
+#define TLLM_PAGE_SIZE "16384"
+
 /* A minute in us: a key's last_used_at is refreshed at most
  * this often, so authenticating a busy key is not a write per request. */
 #define TLLM_TOUCH_INTERVAL_US INT64_C(60000000)
@@ -82,10 +85,7 @@ static const char schema_v1[] =
     "CREATE INDEX traces_env_latency ON traces(environment, latency);"
     "CREATE INDEX traces_project_env_latency"
     " ON traces(project_id, environment, latency);"
-    /* The WHERE texts must match store_traces.c's filter terms exactly:
-     * that is how SQLite decides a partial index applies. "Flagged" is
-     * written as a NOT so that the retried and slow lists, whose terms
-     * would imply an OR-ed form, use their own smaller indexes. */
+    /* (Version 2 replaces the latency, token and failure indexes.) */
     "CREATE INDEX traces_retried ON traces(created_at)"
     " WHERE retry_count > 0;"
     "CREATE INDEX traces_slow ON traces(created_at) WHERE slow = 1;"
@@ -151,10 +151,128 @@ static const char schema_v1[] =
     "  AND project_id = OLD.project_id AND environment = OLD.environment;"
     "END;";
 
+/*
+ * Version 2: measured at 1,000,000 traces (scripts/bench, BENCHMARKS.md).
+ *
+ * - The p95 no longer walks a latency index for n / 20 entries. The
+ *   rollup_latency histogram counts traces per latency bucket (1/128 of
+ *   a doubling, from the bits of the double: see tllm__latency_bucket),
+ *   per scope: every (project, environment) pair, each project alone
+ *   (environment ''), each environment alone (project ''), and all ('',
+ *   ''); '' is never a real value of either. The p95 walks one scope's
+ *   buckets from the top to the one holding the rank, then only that
+ *   bucket's stretch of traces_latency. traces.lat_bucket stores the
+ *   bucket, so the triggers (and any SQL client deleting rows) need no
+ *   function of ours.
+ * - The three scoped latency indexes go: traces_latency carries the
+ *   columns every filter tests, so a count or a page filtered by a
+ *   latency bound reads that index alone. Every index whose key is not
+ *   time-ordered costs a random page write per trace at ingest.
+ * - The failure lists get partial indexes that carry the scope columns,
+ *   so a scoped list walks only flagged traces, newest first.
+ * - New databases use 16 KiB pages (connection_setup): a rendered trace is
+ *   about 2.2 KB, and 4 KiB pages held one such row each, a quarter of
+ *   the table's bytes unused.
+ */
+static const char schema_v2[] =
+    "ALTER TABLE traces ADD COLUMN lat_bucket INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE traces SET lat_bucket = tllm_latency_bucket(latency);"
+    "DROP INDEX traces_latency;"
+    "DROP INDEX traces_tokens;"
+    "DROP INDEX traces_project_latency;"
+    "DROP INDEX traces_env_latency;"
+    "DROP INDEX traces_project_env_latency;"
+    "DROP INDEX traces_retried;"
+    "DROP INDEX traces_slow;"
+    "DROP INDEX traces_flagged;"
+    "CREATE INDEX traces_latency ON traces(latency, project_id,"
+    " environment, model_name, status, token_count, created_at);"
+    "CREATE INDEX traces_tokens ON traces(token_count);"
+    /* The WHERE texts must match store_traces.c's filter terms exactly:
+     * that is how SQLite decides a partial index applies. "Flagged" is
+     * written as a NOT so that the retried and slow lists, whose terms
+     * would imply an OR-ed form, use their own smaller indexes. */
+    "CREATE INDEX traces_failed ON traces(created_at, project_id,"
+    " environment) WHERE status = 'failed';"
+    "CREATE INDEX traces_retried ON traces(created_at, project_id,"
+    " environment) WHERE retry_count > 0;"
+    "CREATE INDEX traces_slow ON traces(created_at, project_id,"
+    " environment) WHERE slow = 1;"
+    "CREATE INDEX traces_flagged ON traces(created_at, project_id,"
+    " environment)"
+    " WHERE NOT (status = 'success' AND slow = 0 AND retry_count <= 0);"
+    "CREATE TABLE rollup_latency ("
+    " project_id TEXT NOT NULL,"
+    " environment TEXT NOT NULL,"
+    " bucket INTEGER NOT NULL,"
+    " n INTEGER NOT NULL,"
+    " PRIMARY KEY (project_id, environment, bucket)"
+    ") WITHOUT ROWID;"
+    "INSERT INTO rollup_latency"
+    " SELECT project_id, environment, lat_bucket, count(*) FROM traces"
+    "  GROUP BY 1, 2, 3"
+    " UNION ALL SELECT project_id, '', lat_bucket, count(*) FROM traces"
+    "  GROUP BY 1, 3"
+    " UNION ALL SELECT '', environment, lat_bucket, count(*) FROM traces"
+    "  GROUP BY 2, 3"
+    " UNION ALL SELECT '', '', lat_bucket, count(*) FROM traces"
+    "  GROUP BY 3;"
+    "CREATE TRIGGER traces_latency_insert AFTER INSERT ON traces BEGIN"
+    " INSERT INTO rollup_latency VALUES"
+    "  (NEW.project_id, NEW.environment, NEW.lat_bucket, 1),"
+    "  (NEW.project_id, '', NEW.lat_bucket, 1),"
+    "  ('', NEW.environment, NEW.lat_bucket, 1),"
+    "  ('', '', NEW.lat_bucket, 1)"
+    " ON CONFLICT DO UPDATE SET n = n + 1;"
+    "END;"
+    "CREATE TRIGGER traces_latency_delete AFTER DELETE ON traces BEGIN"
+    " UPDATE rollup_latency SET n = n - 1"
+    " WHERE bucket = OLD.lat_bucket"
+    "  AND project_id IN (OLD.project_id, '')"
+    "  AND environment IN (OLD.environment, '');"
+    "END;";
+
 /* migrations[v] takes a database from version v to v + 1. */
 static const char *const migrations[TLLM_SCHEMA_VERSION] = {
-    schema_v1
+    schema_v1, schema_v2
 };
+
+/* ---- latency buckets --------------------------------------------------- */
+
+/* A positive double's bits, read as an integer, order like the values; the
+ * exponent and the top 7 mantissa bits make 128 buckets per doubling
+ * (each about 0.5 % wide), so a bucket near the p95 holds about a
+ * thousandth of the traces. */
+#define BUCKET_SHIFT 45
+
+int64_t tllm__latency_bucket(double ms)
+{
+    uint64_t bits;
+
+    if (!(ms > 0)) {
+        return 0;    /* 0, -0 and (never stored) NaN */
+    }
+    memcpy(&bits, &ms, sizeof(bits));
+    return (int64_t)(bits >> BUCKET_SHIFT);
+}
+
+double tllm__bucket_floor(int64_t bucket)
+{
+    uint64_t bits = (uint64_t)bucket << BUCKET_SHIFT;
+    double ms;
+
+    memcpy(&ms, &bits, sizeof(ms));
+    return ms;
+}
+
+/* tllm_latency_bucket(latency) for the version 2 migration's UPDATE. */
+static void latency_bucket_fn(sqlite3_context *ctx, int argc,
+                              sqlite3_value **argv)
+{
+    (void)argc;
+    sqlite3_result_int64(ctx, tllm__latency_bucket(
+                             sqlite3_value_double(argv[0])));
+}
 
 /* ---- fixed statements ------------------------------------------------- */
 
@@ -210,8 +328,9 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_TRACE_DELETE] = "DELETE FROM traces WHERE seq = ?1",
     [ST_TRACE_INSERT] =
         "INSERT INTO traces (trace_id, project_id, environment, model_name,"
-        " status, latency, token_count, retry_count, slow, created_at, body)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        " status, latency, token_count, retry_count, slow, created_at, body,"
+        " lat_bucket)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     [ST_TRACE_GET] = "SELECT body FROM traces WHERE trace_id = ?1",
     [ST_SUMMARY] =
         "SELECT COALESCE(SUM(n), 0),"
@@ -229,6 +348,11 @@ static const char *const stmt_sql[ST__COUNT] = {
         "SELECT hour, SUM(n), SUM(tokens), TOTAL(latency_sum)"
         " FROM rollup_hour WHERE hour >= ?3 AND hour <= ?4 AND " SCOPE
         " GROUP BY hour",
+    /* One scope's latency histogram from the top ('' = any). */
+    [ST_LATENCY_BUCKETS] =
+        "SELECT bucket, n FROM rollup_latency"
+        " WHERE project_id = ?1 AND environment = ?2 AND n > 0"
+        " ORDER BY bucket DESC",
     /* The event log: seq is the rowid, so this walks the table in order
      * from the cursor and tests the optional filters per row. */
     [ST_EVENTS_AFTER] =
@@ -415,6 +539,9 @@ static int connection_setup(sqlite3 *sq)
     /* First, so that switching to WAL waits for other writers. An
      * in-memory database (tests) answers "memory": there is no WAL. */
     return sqlite3_busy_timeout(sq, TLLM_BUSY_TIMEOUT_MS) == SQLITE_OK
+           /* Takes effect only while the file is still empty: before the
+            * switch to WAL and the schema. */
+           && pragma(sq, "PRAGMA page_size=" TLLM_PAGE_SIZE, NULL, NULL)
            && pragma(sq, "PRAGMA journal_mode=WAL", "wal", "memory")
            && pragma(sq, "PRAGMA synchronous=NORMAL", NULL, NULL)
            && pragma(sq, "PRAGMA synchronous", "1", NULL)
@@ -482,6 +609,12 @@ static int migrate_locked(tllm_db *db)
                  "database schema version %d is not one this build knows"
                  " (it migrates to %d)", version, TLLM_SCHEMA_VERSION);
         return TLLM_ERROR;
+    }
+    if (sqlite3_create_function(db->sq, "tllm_latency_bucket", 1,
+                                SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+                                latency_bucket_fn, NULL, NULL)
+        != SQLITE_OK) {
+        return tllm__fail(db, "register tllm_latency_bucket");
     }
     for (; version < TLLM_SCHEMA_VERSION; version++) {
         if (sqlite3_exec(db->sq, migrations[version], NULL, NULL, NULL)

@@ -17,6 +17,7 @@ typedef enum {
     ST_KEY_FIND, ST_KEY_TOUCH,
     ST_TRACE_LOOKUP, ST_TRACE_DELETE, ST_TRACE_INSERT, ST_TRACE_GET,
     ST_SUMMARY, ST_BY_STATUS, ST_BY_MODEL, ST_BY_PROJECT, ST_HOURS,
+    ST_LATENCY_BUCKETS,
     ST_EVENTS_AFTER, ST_LAST_SEQ,
     ST__COUNT
 } tllm_stmt_id;
@@ -50,6 +51,12 @@ void tllm__rollback(tllm_db *db);
 /* Column i of the current row as pool text (NULL for SQL NULL). */
 const char *tllm__col_text(apr_pool_t *p, sqlite3_stmt *st, int i,
                            size_t *len);
+
+/* The rollup_latency bucket of a latency in ms (store.c, schema_v2), and
+ * the smallest latency of a bucket: bucket b holds the latencies in
+ * [tllm__bucket_floor(b), tllm__bucket_floor(b + 1)). */
+int64_t tllm__latency_bucket(double ms);
+double tllm__bucket_floor(int64_t bucket);
 
 /* Bind s (NULL binds SQL NULL) to parameter i. */
 int tllm__bind_text(sqlite3_stmt *st, int i, const char *s);

@@ -16,11 +16,18 @@
 #define HOUR_US INT64_C(3600000000)
 #define RECENT_FAILURES 5
 
+/* A page filtered by a latency or token bound is found through that
+ * bound's index when at most this many rows match (sorting their
+ * (created_at, seq) is cheap), else by walking time order and testing
+ * each row (about limit x total / matches rows). The count, taken first,
+ * decides. */
+#define RANGE_PAGE_MAX 20000
+
 /* The filter terms a built query can have, one bit each. */
 enum {
     FB_STATUS, FB_MODEL, FB_PROJECT, FB_ENV,
-    FB_LAT_MIN, FB_LAT_MAX, FB_TOK_MIN, FB_TOK_MAX,
-    FB_RETRIED, FB_SLOW, FB_FLAGGED,
+    FB_LAT_MIN, FB_LAT_MAX, FB_LAT_BELOW, FB_TOK_MIN, FB_TOK_MAX,
+    FB_FAILED, FB_RETRIED, FB_SLOW, FB_FLAGGED,
     FB__COUNT
 };
 #define F(bit) (1u << (bit))
@@ -28,9 +35,12 @@ enum {
 /* Filters the rollup_total table can answer counts for (it has these
  * columns under the same names). */
 #define F_ROLLUP (F(FB_STATUS) | F(FB_MODEL) | F(FB_PROJECT) | F(FB_ENV))
+#define F_LATENCY (F(FB_LAT_MIN) | F(FB_LAT_MAX) | F(FB_LAT_BELOW))
+#define F_TOKENS (F(FB_TOK_MIN) | F(FB_TOK_MAX))
+#define F_RANGE (F_LATENCY | F_TOKENS)
 
-/* The last three must stay textually identical to the WHERE clauses of
- * the partial indexes traces_retried, traces_slow and traces_flagged. */
+/* The last four must stay textually identical to the WHERE clauses of
+ * the partial indexes traces_failed, _retried, _slow and _flagged. */
 static const char *const term[FB__COUNT] = {
     [FB_STATUS] = "status = :status",
     [FB_MODEL] = "model_name = :model",
@@ -38,8 +48,10 @@ static const char *const term[FB__COUNT] = {
     [FB_ENV] = "environment = :env",
     [FB_LAT_MIN] = "latency >= :lat_min",
     [FB_LAT_MAX] = "latency <= :lat_max",
+    [FB_LAT_BELOW] = "latency < :lat_below",
     [FB_TOK_MIN] = "token_count >= :tok_min",
     [FB_TOK_MAX] = "token_count <= :tok_max",
+    [FB_FAILED] = "status = 'failed'",
     [FB_RETRIED] = "retry_count > 0",
     [FB_SLOW] = "slow = 1",
     [FB_FLAGGED] =
@@ -48,11 +60,11 @@ static const char *const term[FB__COUNT] = {
 
 /* What a built query returns. */
 typedef enum {
-    Q_PAGE,         /* bodies, newest first, :limit of them */
+    Q_PAGE,         /* bodies, newest first, :limit of them, in time order */
+    Q_PAGE_RANGE,   /* the same, through the latency or token index */
     Q_COUNT,        /* count(*) of matching rows */
     Q_ROLLUP_COUNT, /* the same from rollup_total (F_ROLLUP terms only) */
-    Q_RANK_ASC,     /* the latency at rank :offset, ascending */
-    Q_RANK_DESC,    /* ... descending */
+    Q_RANK_DESC,    /* the latency at rank :offset, descending */
     Q__COUNT
 } query_kind;
 
@@ -61,19 +73,63 @@ static const struct {
 } shape[Q__COUNT] = {
     [Q_PAGE] = { "SELECT body FROM traces",
                  " ORDER BY created_at DESC, seq DESC LIMIT :limit" },
+    /* The inner query reads the range index alone (traces_latency covers
+     * every filter; traces_tokens only the bound), the outer one fetches
+     * the page's bodies by rowid. */
+    [Q_PAGE_RANGE] = { "SELECT body FROM traces WHERE seq IN ("
+                       "SELECT seq FROM traces",
+                       " ORDER BY created_at DESC, seq DESC LIMIT :limit)"
+                       " ORDER BY created_at DESC, seq DESC" },
     [Q_COUNT] = { "SELECT count(*) FROM traces", "" },
     [Q_ROLLUP_COUNT] = { "SELECT COALESCE(SUM(n), 0) FROM rollup_total", "" },
-    [Q_RANK_ASC] = { "SELECT latency FROM traces",
-                     " ORDER BY latency ASC LIMIT 1 OFFSET :offset" },
     [Q_RANK_DESC] = { "SELECT latency FROM traces",
                       " ORDER BY latency DESC LIMIT 1 OFFSET :offset" }
 };
+
+/* The index a query must use, or NULL to let SQLite choose. Without
+ * statistics SQLite takes any equality term (project_id = ...) as more
+ * selective than a partial index or a range, which at a million traces
+ * is the difference between a hundred rows and a few hundred thousand. */
+static const char *index_for(query_kind kind, unsigned mask)
+{
+    static const struct {
+        int bit;
+        const char *index;
+    } flags[] = {
+        { FB_FAILED, "traces_failed" }, { FB_RETRIED, "traces_retried" },
+        { FB_SLOW, "traces_slow" }, { FB_FLAGGED, "traces_flagged" }
+    };
+    size_t i;
+
+    if (kind == Q_ROLLUP_COUNT) {
+        return NULL;
+    }
+    for (i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        if (mask & F(flags[i].bit)) {
+            return flags[i].index;
+        }
+    }
+    if (kind == Q_PAGE) {
+        return NULL;
+    }
+    if (mask & F_LATENCY) {
+        return "traces_latency";
+    }
+    return mask & F_TOKENS ? "traces_tokens" : NULL;
+}
+
+/* A Q_PAGE walks time order: its range terms get a unary "+", which tells
+ * SQLite not to use an index for them. */
+static int term_unindexed(query_kind kind, int bit)
+{
+    return kind == Q_PAGE && (F(bit) & F_RANGE);
+}
 
 /* A filter set and its values. */
 typedef struct {
     unsigned mask;
     const char *status, *model, *project, *env;
-    double lat_min, lat_max;
+    double lat_min, lat_max, lat_below;
     int64_t tok_min, tok_max;
 } query;
 
@@ -91,6 +147,7 @@ static sqlite3_stmt *built(tllm_db *db, query_kind kind, unsigned mask)
     unsigned key = (unsigned)kind << FB__COUNT | mask;
     built_stmt *b = apr_hash_get(db->built, &key, sizeof(key));
     const char *sep = " WHERE ";
+    const char *index = index_for(kind, mask);
     char sql[1024];    /* all terms together need well under half */
     size_t len;
     sqlite3_stmt *st;
@@ -99,11 +156,13 @@ static sqlite3_stmt *built(tllm_db *db, query_kind kind, unsigned mask)
     if (b) {
         return b->st;
     }
-    len = (size_t)snprintf(sql, sizeof(sql), "%s", shape[kind].head);
+    len = (size_t)snprintf(sql, sizeof(sql), "%s%s%s", shape[kind].head,
+                           index ? " INDEXED BY " : "", index ? index : "");
     for (i = 0; i < FB__COUNT; i++) {
         if (mask & F(i)) {
-            len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s%s",
-                                    sep, term[i]);
+            len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s%s%s",
+                                    sep, term_unindexed(kind, i) ? "+" : "",
+                                    term[i]);
             sep = " AND ";
         }
     }
@@ -158,6 +217,7 @@ static void bind_query(sqlite3_stmt *st, const query *q)
     bind_text(st, ":env", q->env);
     bind_double(st, ":lat_min", q->lat_min);
     bind_double(st, ":lat_max", q->lat_max);
+    bind_double(st, ":lat_below", q->lat_below);
     bind_int64(st, ":tok_min", q->tok_min);
     bind_int64(st, ":tok_max", q->tok_max);
 }
@@ -202,11 +262,14 @@ static void query_from_filter(query *q, const tllm_trace_filter *f)
     }
 }
 
-/* Append the matching bodies, newest first, at most limit, to *out. */
+/* Append the matching bodies, newest first, at most limit, to *out.
+ * matches: how many rows match, if known, else -1 (see RANGE_PAGE_MAX). */
 static int page(tllm_db *db, apr_pool_t *p, const query *q, int limit,
-                apr_array_header_t **out)
+                int64_t matches, apr_array_header_t **out)
 {
-    sqlite3_stmt *st = built(db, Q_PAGE, q->mask);
+    query_kind kind = q->mask & F_RANGE && matches >= 0
+                      && matches <= RANGE_PAGE_MAX ? Q_PAGE_RANGE : Q_PAGE;
+    sqlite3_stmt *st = built(db, kind, q->mask);
     int rc;
 
     *out = apr_array_make(p, limit > 0 && limit < 64 ? limit : 16,
@@ -355,6 +418,7 @@ static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
         sqlite3_bind_text64(st, 11, t->json, len, SQLITE_STATIC,
                             SQLITE_UTF8);
     }
+    sqlite3_bind_int64(st, 12, tllm__latency_bucket(t->latency));
     if (run_stmt(db, st, "insert trace") != TLLM_OK) {
         return TLLM_ERROR;
     }
@@ -458,7 +522,7 @@ int tllm_store_traces_list(tllm_db *db, apr_pool_t *p,
     }
     rv = count(db, &q, total);
     if (rv == TLLM_OK) {
-        rv = page(db, p, &q, limit, items);
+        rv = page(db, p, &q, limit, *total, items);
     }
     return end_read(db, rv);
 }
@@ -509,15 +573,52 @@ static int sum_totals(tllm_db *db, const query *scope, totals *t)
     return rc == SQLITE_ROW ? TLLM_OK : TLLM_ERROR;
 }
 
+/* The bucket of scope's latency histogram holding the rank-th largest
+ * latency (0 = the largest), and that latency's rank within the bucket.
+ * found = 0 if the histogram has fewer traces than that. */
+static int bucket_of_rank(tllm_db *db, const query *scope, int64_t rank,
+                          int64_t *bucket, int64_t *rank_in, int *found)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_LATENCY_BUCKETS);
+    int64_t above = 0;
+    int rc;
+
+    *found = 0;
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    tllm__bind_text(st, 1, scope->project ? scope->project : "");
+    tllm__bind_text(st, 2, scope->env ? scope->env : "");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t n = sqlite3_column_int64(st, 1);
+
+        if (above + n > rank) {
+            *bucket = sqlite3_column_int64(st, 0);
+            *rank_in = rank - above;
+            *found = 1;
+            rc = SQLITE_DONE;
+            break;
+        }
+        above += n;
+    }
+    if (rc != SQLITE_DONE) {
+        tllm__fail(db, "latency histogram");
+    }
+    tllm__release(st);
+    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
 /* Nearest rank: sorted ascending, the value at index ceil(0.95 n) - 1,
- * read from a latency index at that offset from whichever end is nearer
- * (for n traces the descending walk is about n / 20 entries). Integer
+ * that is rank n - 1 - k from the top. The histogram (rollup_latency)
+ * names the bucket that holds it; then only that bucket's stretch of
+ * traces_latency is walked, from the top, to the rank within it. Integer
  * arithmetic: 0.95 * n in floating point can land just above a whole
  * number and take the next rank. */
 static int p95(tllm_db *db, const query *scope, int64_t n, double *out)
 {
     int64_t k = (95 * n + 99) / 100 - 1;
-    int desc = n - 1 - k < k;
+    int64_t bucket = 0, rank_in = 0;
+    query in_bucket = *scope;
     sqlite3_stmt *st;
     int found;
 
@@ -525,10 +626,22 @@ static int p95(tllm_db *db, const query *scope, int64_t n, double *out)
     if (n <= 0) {
         return TLLM_OK;
     }
-    st = built(db, desc ? Q_RANK_DESC : Q_RANK_ASC, scope->mask);
+    if (bucket_of_rank(db, scope, n - 1 - k, &bucket, &rank_in, &found)
+        != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    if (!found) {
+        snprintf(db->errmsg, sizeof(db->errmsg), "rollup_latency holds "
+                 "fewer traces than rollup_total (%lld)", (long long)n);
+        return TLLM_ERROR;
+    }
+    in_bucket.mask |= F(FB_LAT_MIN) | F(FB_LAT_BELOW);
+    in_bucket.lat_min = tllm__bucket_floor(bucket);
+    in_bucket.lat_below = tllm__bucket_floor(bucket + 1);
+    st = built(db, Q_RANK_DESC, in_bucket.mask);
     if (st) {
-        bind_query(st, scope);
-        bind_int64(st, ":offset", desc ? n - 1 - k : k);
+        bind_query(st, &in_bucket);
+        bind_int64(st, ":offset", rank_in);
     }
     return scalar(db, st, &found, NULL, out);
 }
@@ -618,7 +731,7 @@ static int analytics(tllm_db *db, apr_pool_t *p, const query *scope,
         || breakdown(db, p, ST_BY_STATUS, scope, &a->by_status) != TLLM_OK
         || breakdown(db, p, ST_BY_MODEL, scope, &a->by_model) != TLLM_OK
         || breakdown(db, p, ST_BY_PROJECT, scope, &a->by_project) != TLLM_OK
-        || page(db, p, &flagged, RECENT_FAILURES, &a->recent_failures)
+        || page(db, p, &flagged, RECENT_FAILURES, -1, &a->recent_failures)
            != TLLM_OK) {
         return TLLM_ERROR;
     }
@@ -649,14 +762,13 @@ static int failures(tllm_db *db, apr_pool_t *p, const query *scope,
     query failed = *scope, retried = *scope, slow = *scope;
     totals t;
 
-    failed.mask |= F(FB_STATUS);
-    failed.status = TLLM_STATUS_FAILED;
+    failed.mask |= F(FB_FAILED);
     retried.mask |= F(FB_RETRIED);
     slow.mask |= F(FB_SLOW);
     if (sum_totals(db, scope, &t) != TLLM_OK
-        || page(db, p, &failed, limit, &out->failed) != TLLM_OK
-        || page(db, p, &retried, limit, &out->retried) != TLLM_OK
-        || page(db, p, &slow, limit, &out->slow) != TLLM_OK) {
+        || page(db, p, &failed, limit, -1, &out->failed) != TLLM_OK
+        || page(db, p, &retried, limit, -1, &out->retried) != TLLM_OK
+        || page(db, p, &slow, limit, -1, &out->slow) != TLLM_OK) {
         return TLLM_ERROR;
     }
     out->failed_total = t.failed;

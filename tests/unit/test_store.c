@@ -667,7 +667,8 @@ int main(void)
 
     CHECK(tllm_store_migrate(db) == TLLM_OK);
     CHECK(tllm_store_migrate(db) == TLLM_OK);
-    CHECK_STR(raw(sq, "PRAGMA user_version"), "1");
+    CHECK_STR(raw(sq, "PRAGMA user_version"), "2");
+    CHECK_STR(raw(sq, "PRAGMA page_size"), "16384");
     CHECK(tllm_store_ping(db) == TLLM_OK);
 
     /* A second connection (another process's, say) migrates to a no-op
