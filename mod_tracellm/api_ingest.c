@@ -15,6 +15,7 @@
 #include "eventd_supervisor.h"
 #include "keys.h"
 #include "trace.h"
+#include "write_lock.h"
 
 APLOG_USE_MODULE(tracellm);
 
@@ -103,6 +104,17 @@ static int send_whole_body_invalid(tllm_req *q, json_object *input,
     return tllm_send_invalid(q->r, items);
 }
 
+/* Store traces in one transaction, one writer at a time (write_lock.h). */
+static int put_traces(tllm_req *q, tllm_db *db, tllm_trace *const *traces,
+                      int n, int *results, int64_t *last_seq)
+{
+    int held = tllm_write_lock(q->r);
+    int rv = tllm_store_traces_put(db, traces, n, results, last_seq);
+
+    tllm_write_unlock(q->r, held);
+    return rv;
+}
+
 /* One trace in, one trace (or its error) out, as the whole response. */
 static int ingest_one(tllm_req *q, tllm_db *db, const tllm_ingest_ctx *ctx,
                       json_object *body, int64_t *last_seq)
@@ -123,7 +135,7 @@ static int ingest_one(tllm_req *q, tllm_db *db, const tllm_ingest_ctx *ctx,
     default:
         return tllm_send_invalid(q->r, errors);
     }
-    if (tllm_store_traces_put(db, &trace, 1, &result, last_seq) != TLLM_OK) {
+    if (put_traces(q, db, &trace, 1, &result, last_seq) != TLLM_OK) {
         return tllm_send_store_error(q, db, "storing a trace");
     }
     if (result == TLLM_CONFLICT) {
@@ -185,7 +197,7 @@ static int ingest_batch(tllm_req *q, tllm_db *db, const tllm_ingest_ctx *ctx,
         }
         json_object_put(errors);
     }
-    if (nvalid && tllm_store_traces_put(db, valid, nvalid, results, last_seq)
+    if (nvalid && put_traces(q, db, valid, nvalid, results, last_seq)
                   != TLLM_OK) {
         return tllm_send_store_error(q, db, "storing a batch of traces");
     }
@@ -273,7 +285,9 @@ int tllm_api_ingest(tllm_req *q)
     if (last_seq > 0) {
         tllm_eventd_notify(last_seq);
     }
-    if (last_seq > 0
+    /* last_used_at is refreshed at most once a minute; the row just read
+     * tells whether it is due, so most ingests write nothing more. */
+    if (last_seq > 0 && tllm_store_key_touch_due(key, q->now_us)
         && tllm_store_key_touch(db, key->key_id, q->now_us) != TLLM_OK) {
         /* The traces are stored; a missed last_used_at is only logged. */
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, q->r,

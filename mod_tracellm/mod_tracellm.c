@@ -22,6 +22,7 @@
 #include "eventd_supervisor.h"
 #include "request.h"
 #include "ttime.h"
+#include "write_lock.h"
 
 APLOG_USE_MODULE(tracellm);
 
@@ -452,6 +453,11 @@ static int tllm_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;
     }
+    if (tllm_write_lock_create(pconf, s) != OK) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                     "TLLM0009: cannot create the tracellm-write mutex");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     for (vs = s; vs; vs = vs->next) {
         const char *path = tllm_database_path(ptemp, vs, &why);
         if (!path) {
@@ -488,9 +494,22 @@ static int tllm_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                              apr_pstrdup(pconf, main_db));
 }
 
+static int tllm_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
+                           apr_pool_t *ptemp)
+{
+    return tllm_write_lock_register(pconf);
+}
+
+static void tllm_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    tllm_write_lock_child_init(pchild, s);
+}
+
 static void tllm_register_hooks(apr_pool_t *p)
 {
+    ap_hook_pre_config(tllm_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(tllm_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(tllm_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(tllm_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 

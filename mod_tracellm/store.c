@@ -860,6 +860,12 @@ int tllm_store_key_find(tllm_db *db, apr_pool_t *p,
            : rc == SQLITE_DONE ? TLLM_NOTFOUND : TLLM_ERROR;
 }
 
+int tllm_store_key_touch_due(const tllm_key *key, int64_t now_us)
+{
+    return key->last_used_at < 0
+           || key->last_used_at < now_us - TLLM_TOUCH_INTERVAL_US;
+}
+
 int tllm_store_key_touch(tllm_db *db, const char *key_id, int64_t now_us)
 {
     sqlite3_stmt *st = tllm__stmt(db, ST_KEY_TOUCH);

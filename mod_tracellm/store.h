@@ -100,6 +100,10 @@ int tllm_store_key_find(tllm_db *db, apr_pool_t *p,
  *  60 seconds (so a busy key costs one write a minute). */
 int tllm_store_key_touch(tllm_db *db, const char *key_id, int64_t now_us);
 
+/** Whether key (as read by tllm_store_key_find) is due a touch at now_us:
+ *  never used, or last used longer ago than the refresh interval. */
+int tllm_store_key_touch_due(const tllm_key *key, int64_t now_us);
+
 /* ---- traces ----------------------------------------------------------- */
 
 /** A piece of stored JSON text (pool memory, NUL-terminated). */
