@@ -15,7 +15,7 @@
 #include "eventd_supervisor.h"
 #include "keys.h"
 #include "trace.h"
-#include "write_lock.h"
+#include "group_commit.h"
 
 APLOG_USE_MODULE(tracellm);
 
@@ -104,17 +104,6 @@ static int send_whole_body_invalid(tllm_req *q, json_object *input,
     return tllm_send_invalid(q->r, items);
 }
 
-/* Store traces in one transaction, one writer at a time (write_lock.h). */
-static int put_traces(tllm_req *q, tllm_db *db, tllm_trace *const *traces,
-                      int n, int *results, int64_t *last_seq)
-{
-    int held = tllm_write_lock(q->r);
-    int rv = tllm_store_traces_put(db, traces, n, results, last_seq);
-
-    tllm_write_unlock(q->r, held);
-    return rv;
-}
-
 /* One trace in, one trace (or its error) out, as the whole response. */
 static int ingest_one(tllm_req *q, tllm_db *db, const tllm_ingest_ctx *ctx,
                       json_object *body, int64_t *last_seq)
@@ -135,7 +124,8 @@ static int ingest_one(tllm_req *q, tllm_db *db, const tllm_ingest_ctx *ctx,
     default:
         return tllm_send_invalid(q->r, errors);
     }
-    if (put_traces(q, db, &trace, 1, &result, last_seq) != TLLM_OK) {
+    if (tllm_group_commit_put(q->r, db, &trace, 1, &result, last_seq)
+        != TLLM_OK) {
         return tllm_send_store_error(q, db, "storing a trace");
     }
     if (result == TLLM_CONFLICT) {
@@ -197,8 +187,8 @@ static int ingest_batch(tllm_req *q, tllm_db *db, const tllm_ingest_ctx *ctx,
         }
         json_object_put(errors);
     }
-    if (nvalid && put_traces(q, db, valid, nvalid, results, last_seq)
-                  != TLLM_OK) {
+    if (nvalid && tllm_group_commit_put(q->r, db, valid, nvalid, results,
+                                        last_seq) != TLLM_OK) {
         return tllm_send_store_error(q, db, "storing a batch of traces");
     }
     for (i = 0; i < nvalid; i++) {

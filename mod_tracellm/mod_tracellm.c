@@ -23,6 +23,7 @@
 #include "request.h"
 #include "ttime.h"
 #include "write_lock.h"
+#include "group_commit.h"
 
 APLOG_USE_MODULE(tracellm);
 
@@ -503,6 +504,7 @@ static int tllm_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
 static void tllm_child_init(apr_pool_t *pchild, server_rec *s)
 {
     tllm_write_lock_child_init(pchild, s);
+    tllm_group_commit_child_init(pchild, s);
 }
 
 static void tllm_register_hooks(apr_pool_t *p)

@@ -376,6 +376,13 @@ const char *tllm_db_errmsg(tllm_db *db)
     return db->errmsg[0] ? db->errmsg : "no error";
 }
 
+void tllm_db_copy_error(tllm_db *to, const tllm_db *from)
+{
+    if (to != from) {
+        memcpy(to->errmsg, from->errmsg, sizeof(to->errmsg));
+    }
+}
+
 sqlite3_stmt *tllm__prepare(tllm_db *db, const char *sql)
 {
     sqlite3_stmt *st = NULL;
@@ -545,6 +552,11 @@ static int connection_setup(sqlite3 *sq)
            && pragma(sq, "PRAGMA journal_mode=WAL", "wal", "memory")
            && pragma(sq, "PRAGMA synchronous=NORMAL", NULL, NULL)
            && pragma(sq, "PRAGMA synchronous", "1", NULL)
+           /* An INSERT that fires the rollup triggers keeps a statement
+            * journal, which outgrows its in-memory part at once with 16
+            * KiB pages: on disk that was a temporary file created, written
+            * and unlinked for every trace. */
+           && pragma(sq, "PRAGMA temp_store=MEMORY", NULL, NULL)
            && pragma(sq, "PRAGMA foreign_keys=ON", NULL, NULL)
            && pragma(sq, "PRAGMA foreign_keys", "1", NULL);
 }

@@ -42,6 +42,10 @@ tllm_db *tllm_db_attach(apr_pool_t *conn_pool, sqlite3 *sq);
  *  never sent to clients). */
 const char *tllm_db_errmsg(tllm_db *db);
 
+/** Make to's last error message from's (a write done on another
+ *  connection on to's behalf failed). */
+void tllm_db_copy_error(tllm_db *to, const tllm_db *from);
+
 /** Create or migrate the schema to TLLM_SCHEMA_VERSION (idempotent, safe
  *  to run from several processes at once: BEGIN IMMEDIATE). */
 int tllm_store_migrate(tllm_db *db);
@@ -121,6 +125,18 @@ typedef struct {
  *  written (0 if none). */
 int tllm_store_traces_put(tllm_db *db, tllm_trace *const *traces, int n,
                           int *results, int64_t *last_seq);
+
+/** The same as several calls of tllm_store_traces_put, in one transaction
+ *  the caller holds: tllm_store_write_begin, then traces_put_in for each
+ *  part (each with its own results and last_seq; a TLLM_ERROR leaves the
+ *  transaction to be rolled back), then tllm_store_write_commit (which
+ *  rolls back if the commit fails) or tllm_store_write_rollback. One
+ *  commit for many requests' traces: see group_commit.c. */
+int tllm_store_write_begin(tllm_db *db);
+int tllm_store_traces_put_in(tllm_db *db, tllm_trace *const *traces, int n,
+                             int *results, int64_t *last_seq);
+int tllm_store_write_commit(tllm_db *db);
+void tllm_store_write_rollback(tllm_db *db);
 
 /** The stored TraceSchema JSON of one trace. TLLM_NOTFOUND if none. */
 int tllm_store_trace_get(tllm_db *db, apr_pool_t *p, const char *trace_id,

@@ -455,8 +455,23 @@ static int put_one(tllm_db *db, const tllm_trace *t, int *result,
     return TLLM_OK;
 }
 
-int tllm_store_traces_put(tllm_db *db, tllm_trace *const *traces, int n,
-                          int *results, int64_t *last_seq)
+int tllm_store_write_begin(tllm_db *db)
+{
+    return tllm__begin(db, 1);
+}
+
+int tllm_store_write_commit(tllm_db *db)
+{
+    return tllm__commit(db);
+}
+
+void tllm_store_write_rollback(tllm_db *db)
+{
+    tllm__rollback(db);
+}
+
+int tllm_store_traces_put_in(tllm_db *db, tllm_trace *const *traces, int n,
+                             int *results, int64_t *last_seq)
 {
     int64_t last = 0;
     int i;
@@ -464,14 +479,31 @@ int tllm_store_traces_put(tllm_db *db, tllm_trace *const *traces, int n,
     if (last_seq) {
         *last_seq = 0;
     }
+    for (i = 0; i < n; i++) {
+        if (put_one(db, traces[i], &results[i], &last) != TLLM_OK) {
+            return TLLM_ERROR;
+        }
+    }
+    if (last_seq) {
+        *last_seq = last;
+    }
+    return TLLM_OK;
+}
+
+int tllm_store_traces_put(tllm_db *db, tllm_trace *const *traces, int n,
+                          int *results, int64_t *last_seq)
+{
+    int64_t last = 0;
+
+    if (last_seq) {
+        *last_seq = 0;
+    }
     if (tllm__begin(db, 1) != TLLM_OK) {
         return TLLM_ERROR;
     }
-    for (i = 0; i < n; i++) {
-        if (put_one(db, traces[i], &results[i], &last) != TLLM_OK) {
-            tllm__rollback(db);
-            return TLLM_ERROR;
-        }
+    if (tllm_store_traces_put_in(db, traces, n, results, &last) != TLLM_OK) {
+        tllm__rollback(db);
+        return TLLM_ERROR;
     }
     if (tllm__commit(db) != TLLM_OK) {
         return TLLM_ERROR;

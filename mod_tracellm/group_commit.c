@@ -1,0 +1,181 @@
+/*
+ * group_commit.c - one write transaction for the traces of several
+ * concurrent requests of a child.
+ *
+ * A write transaction has a fixed cost whatever it holds: the pages it
+ * touches read again (another connection's commit made this connection's
+ * cache stale), the rollup rows and the right-hand edges of the time
+ * indexes written to the WAL once more, the commit. A single-trace POST
+ * paid all of it for one trace. So requests of a child that come to
+ * write while another is writing wait in a queue; when the writer is done,
+ * one of them (the leader) takes the queue, stores every request's traces
+ * in one transaction under the write lock (write_lock.h) and wakes the
+ * others with their own results. Each request is answered only after the
+ * commit that holds its traces.
+ *
+ * If the group's transaction fails, each of its requests is written again
+ * alone, so no request fails because of another's traces.
+ */
+#include <string.h>
+
+#include <httpd.h>
+#include <http_log.h>
+#include <apr_thread_mutex.h>
+#include <apr_thread_cond.h>
+
+#include "mod_tracellm.h"
+#include "group_commit.h"
+#include "write_lock.h"
+
+APLOG_USE_MODULE(tracellm);
+
+/* A group stops growing at this many traces (ten batches of 100), which
+ * bounds how long the write lock is held at once. */
+#define GROUP_MAX_TRACES 1000
+
+typedef struct pending {
+    tllm_db *db;                    /* the request's own connection */
+    tllm_trace *const *traces;
+    int n;
+    int *results;
+    int64_t last_seq;
+    int rv;
+    int done;                       /* written (or failed) and answered */
+    struct pending *next;
+} pending;
+
+static apr_thread_mutex_t *queue_mutex;
+static apr_thread_cond_t *queue_changed;
+static pending *queue_head, **queue_tail = &queue_head;
+static int leader_busy;
+
+void tllm_group_commit_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    apr_status_t rv;
+
+    rv = apr_thread_mutex_create(&queue_mutex, APR_THREAD_MUTEX_DEFAULT,
+                                 pchild);
+    if (rv == APR_SUCCESS) {
+        rv = apr_thread_cond_create(&queue_changed, pchild);
+    }
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "TLLM0013: cannot "
+                     "create the group commit queue; requests write alone");
+        queue_mutex = NULL;
+    }
+}
+
+/* Take requests from the head of the queue, at least one, until the group
+ * holds GROUP_MAX_TRACES. Called with queue_mutex held. */
+static pending *take_group(void)
+{
+    pending *group = queue_head, *last = queue_head;
+    int traces = last->n;
+
+    while (last->next && traces + last->next->n <= GROUP_MAX_TRACES) {
+        last = last->next;
+        traces += last->n;
+    }
+    queue_head = last->next;
+    if (!queue_head) {
+        queue_tail = &queue_head;
+    }
+    last->next = NULL;
+    return group;
+}
+
+static int write_together(tllm_db *db, pending *group)
+{
+    pending *g;
+    int rv = tllm_store_write_begin(db);
+
+    for (g = group; g && rv == TLLM_OK; g = g->next) {
+        rv = tllm_store_traces_put_in(db, g->traces, g->n, g->results,
+                                      &g->last_seq);
+    }
+    if (rv != TLLM_OK) {
+        tllm_store_write_rollback(db);
+        return rv;
+    }
+    return tllm_store_write_commit(db);
+}
+
+/* Write a group with the leader's connection, under the write lock. */
+static void write_group(request_rec *r, tllm_db *db, pending *group)
+{
+    int held = tllm_write_lock(r);
+    pending *g;
+
+    if (write_together(db, group) == TLLM_OK) {
+        int requests = 0, traces = 0;
+
+        for (g = group; g; g = g->next) {
+            g->rv = TLLM_OK;
+            requests++;
+            traces += g->n;
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "TLLM0015: committed "
+                      "%d request(s), %d trace(s) in one transaction",
+                      requests, traces);
+    }
+    else if (!group->next) {
+        group->rv = TLLM_ERROR;
+        tllm_db_copy_error(group->db, db);
+    }
+    else {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, "TLLM0014: a group "
+                      "commit failed (%s); writing its requests one by one",
+                      tllm_db_errmsg(db));
+        for (g = group; g; g = g->next) {
+            g->rv = tllm_store_traces_put(db, g->traces, g->n, g->results,
+                                          &g->last_seq);
+            if (g->rv != TLLM_OK) {
+                tllm_db_copy_error(g->db, db);
+            }
+        }
+    }
+    tllm_write_unlock(r, held);
+}
+
+int tllm_group_commit_put(request_rec *r, tllm_db *db,
+                          tllm_trace *const *traces, int n, int *results,
+                          int64_t *last_seq)
+{
+    pending me = { db, traces, n, results, 0, TLLM_ERROR, 0, NULL };
+
+    if (!queue_mutex) {
+        int held = tllm_write_lock(r);
+        int rv = tllm_store_traces_put(db, traces, n, results, last_seq);
+
+        tllm_write_unlock(r, held);
+        return rv;
+    }
+    apr_thread_mutex_lock(queue_mutex);
+    *queue_tail = &me;
+    queue_tail = &me.next;
+    while (!me.done) {
+        pending *group, *g;
+
+        if (leader_busy) {
+            apr_thread_cond_wait(queue_changed, queue_mutex);
+            continue;
+        }
+        leader_busy = 1;
+        group = take_group();
+        apr_thread_mutex_unlock(queue_mutex);
+
+        write_group(r, db, group);
+
+        apr_thread_mutex_lock(queue_mutex);
+        for (g = group; g; g = g->next) {
+            g->done = 1;
+        }
+        leader_busy = 0;
+        apr_thread_cond_broadcast(queue_changed);
+    }
+    apr_thread_mutex_unlock(queue_mutex);
+    if (last_seq) {
+        *last_seq = me.rv == TLLM_OK ? me.last_seq : 0;
+    }
+    return me.rv;
+}
