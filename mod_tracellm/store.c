@@ -282,11 +282,6 @@ static void latency_bucket_fn(sqlite3_context *ctx, int argc,
 #define SCOPE "(?1 IS NULL OR project_id = ?1)" \
               " AND (?2 IS NULL OR environment = ?2)"
 
-#define BREAKDOWN(col) \
-    "SELECT " col ", SUM(n) FROM rollup_total WHERE " SCOPE \
-    " GROUP BY " col " HAVING SUM(n) > 0" \
-    " ORDER BY 2 DESC, 1 COLLATE BINARY ASC"
-
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN_WRITE] = "BEGIN IMMEDIATE",
     [ST_BEGIN_READ] = "BEGIN",
@@ -332,18 +327,11 @@ static const char *const stmt_sql[ST__COUNT] = {
         " lat_bucket)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     [ST_TRACE_GET] = "SELECT body FROM traces WHERE trace_id = ?1",
-    [ST_SUMMARY] =
-        "SELECT COALESCE(SUM(n), 0),"
-        " COALESCE(SUM(CASE WHEN status = 'success' THEN n END), 0),"
-        " COALESCE(SUM(CASE WHEN status = 'failed' THEN n END), 0),"
-        " COALESCE(SUM(CASE WHEN status = 'warning' THEN n END), 0),"
-        " COALESCE(SUM(retries), 0), COALESCE(SUM(slow), 0),"
-        " COALESCE(SUM(tokens), 0), TOTAL(latency_sum),"
-        " COALESCE(SUM(retried), 0)"
-        " FROM rollup_total WHERE " SCOPE,
-    [ST_BY_STATUS] = BREAKDOWN("status"),
-    [ST_BY_MODEL] = BREAKDOWN("model_name"),
-    [ST_BY_PROJECT] = BREAKDOWN("project_id"),
+    /* Every group of the scope: the summary and the three breakdowns
+     * are summed from these rows in one pass (store_traces.c). */
+    [ST_ROLLUP_SCOPE] =
+        "SELECT project_id, model_name, status, n, retried, retries, slow,"
+        " tokens, latency_sum FROM rollup_total WHERE " SCOPE,
     [ST_HOURS] =
         "SELECT hour, SUM(n), SUM(tokens), TOTAL(latency_sum)"
         " FROM rollup_hour WHERE hour >= ?3 AND hour <= ?4 AND " SCOPE

@@ -9,8 +9,11 @@
  * (store.c); only the p95 and the row lists touch the traces table, and
  * those through an index in the order they need.
  */
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <apr_strings.h>
 #include "store_int.h"
 
 #define HOUR_US INT64_C(3600000000)
@@ -577,32 +580,130 @@ static int bind_scope(tllm_db *db, sqlite3_stmt *st, const query *scope)
     return TLLM_OK;
 }
 
-static int sum_totals(tllm_db *db, const query *scope, totals *t)
+/* One breakdown being summed: key -> tllm_count, in an array. */
+typedef struct {
+    apr_hash_t *index;             /* key -> tllm_count * */
+    apr_array_header_t *counts;
+} tally;
+
+static void tally_init(tally *t, apr_pool_t *p)
 {
-    sqlite3_stmt *st = tllm__stmt(db, ST_SUMMARY);
+    t->index = apr_hash_make(p);
+    t->counts = apr_array_make(p, 8, sizeof(tllm_count));
+}
+
+static void tally_add(tally *t, apr_pool_t *p, sqlite3_stmt *st, int col,
+                      int64_t n)
+{
+    const char *key = (const char *)sqlite3_column_text(st, col);
+    int len = sqlite3_column_bytes(st, col);
+    intptr_t at;
+    tllm_count *c;
+
+    if (!key) {
+        return;
+    }
+    /* The hash holds position + 1: the array moves as it grows. */
+    at = (intptr_t)apr_hash_get(t->index, key, len);
+    if (at) {
+        c = &APR_ARRAY_IDX(t->counts, at - 1, tllm_count);
+    }
+    else {
+        c = apr_array_push(t->counts);
+        c->key = apr_pstrmemdup(p, key, (apr_size_t)len);
+        c->count = 0;
+        apr_hash_set(t->index, c->key, len,
+                     (void *)(intptr_t)t->counts->nelts);
+    }
+    c->count += n;
+}
+
+/* Count descending, then key ascending in byte order (the contract). */
+static int by_count_then_key(const void *a, const void *b)
+{
+    const tllm_count *x = a, *y = b;
+
+    if (x->count != y->count) {
+        return x->count > y->count ? -1 : 1;
+    }
+    return strcmp(x->key, y->key);
+}
+
+/* The breakdown as the contract lists it: keys with a count above zero,
+ * sorted. */
+static apr_array_header_t *tally_done(tally *t, apr_pool_t *p)
+{
+    apr_array_header_t *out = apr_array_make(p, t->counts->nelts + 1,
+                                             sizeof(tllm_count));
+    int i;
+
+    for (i = 0; i < t->counts->nelts; i++) {
+        tllm_count *c = &APR_ARRAY_IDX(t->counts, i, tllm_count);
+
+        if (c->count > 0) {
+            *(tllm_count *)apr_array_push(out) = *c;
+        }
+    }
+    qsort(out->elts, (size_t)out->nelts, sizeof(tllm_count),
+          by_count_then_key);
+    return out;
+}
+
+/* The sums of rollup_total over a scope and, if a is not NULL, its three
+ * breakdowns: one pass over the scope's groups (a few hundred rows at
+ * most: project x environment x model x status) instead of a GROUP BY and
+ * a sort per breakdown. */
+static int sum_rollup(tllm_db *db, apr_pool_t *p, const query *scope,
+                      totals *t, tllm_analytics *a)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_ROLLUP_SCOPE);
+    tally status, model, project;
     int rc;
 
     memset(t, 0, sizeof(*t));
     if (bind_scope(db, st, scope) != TLLM_OK) {
         return TLLM_ERROR;
     }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        t->total = sqlite3_column_int64(st, 0);
-        t->success = sqlite3_column_int64(st, 1);
-        t->failed = sqlite3_column_int64(st, 2);
-        t->warning = sqlite3_column_int64(st, 3);
-        t->retries = sqlite3_column_int64(st, 4);
-        t->slow = sqlite3_column_int64(st, 5);
-        t->tokens = sqlite3_column_int64(st, 6);
-        t->latency_sum = sqlite3_column_double(st, 7);
-        t->retried = sqlite3_column_int64(st, 8);
+    if (a) {
+        tally_init(&status, p);
+        tally_init(&model, p);
+        tally_init(&project, p);
     }
-    else {
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *state = (const char *)sqlite3_column_text(st, 2);
+        int64_t n = sqlite3_column_int64(st, 3);
+
+        t->total += n;
+        if (state && strcmp(state, TLLM_STATUS_SUCCESS) == 0) {
+            t->success += n;
+        }
+        else if (state && strcmp(state, TLLM_STATUS_FAILED) == 0) {
+            t->failed += n;
+        }
+        else if (state && strcmp(state, TLLM_STATUS_WARNING) == 0) {
+            t->warning += n;
+        }
+        t->retried += sqlite3_column_int64(st, 4);
+        t->retries += sqlite3_column_int64(st, 5);
+        t->slow += sqlite3_column_int64(st, 6);
+        t->tokens += sqlite3_column_int64(st, 7);
+        t->latency_sum += sqlite3_column_double(st, 8);
+        if (a) {
+            tally_add(&project, p, st, 0, n);
+            tally_add(&model, p, st, 1, n);
+            tally_add(&status, p, st, 2, n);
+        }
+    }
+    if (rc != SQLITE_DONE) {
         tllm__fail(db, "sum traces");
     }
     tllm__release(st);
-    return rc == SQLITE_ROW ? TLLM_OK : TLLM_ERROR;
+    if (a && rc == SQLITE_DONE) {
+        a->by_status = tally_done(&status, p);
+        a->by_model = tally_done(&model, p);
+        a->by_project = tally_done(&project, p);
+    }
+    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
 }
 
 /* The bucket of scope's latency histogram holding the rank-th largest
@@ -717,36 +818,13 @@ static int hours(tllm_db *db, const query *scope, int64_t now_us,
     return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
 }
 
-static int breakdown(tllm_db *db, apr_pool_t *p, tllm_stmt_id id,
-                     const query *scope, apr_array_header_t **out)
-{
-    sqlite3_stmt *st = tllm__stmt(db, id);
-    int rc;
-
-    *out = apr_array_make(p, 8, sizeof(tllm_count));
-    if (bind_scope(db, st, scope) != TLLM_OK) {
-        return TLLM_ERROR;
-    }
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        tllm_count *c = apr_array_push(*out);
-
-        c->key = tllm__col_text(p, st, 0, NULL);
-        c->count = sqlite3_column_int64(st, 1);
-    }
-    if (rc != SQLITE_DONE) {
-        tllm__fail(db, "breakdown");
-    }
-    tllm__release(st);
-    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
-}
-
 static int analytics(tllm_db *db, apr_pool_t *p, const query *scope,
                      int64_t now_us, tllm_analytics *a)
 {
     query flagged = *scope;
     totals t;
 
-    if (sum_totals(db, scope, &t) != TLLM_OK) {
+    if (sum_rollup(db, p, scope, &t, a) != TLLM_OK) {
         return TLLM_ERROR;
     }
     a->total_traces = t.total;
@@ -760,9 +838,6 @@ static int analytics(tllm_db *db, apr_pool_t *p, const query *scope,
     flagged.mask |= F(FB_FLAGGED);
     if (p95(db, scope, t.total, &a->p95_latency) != TLLM_OK
         || hours(db, scope, now_us, a) != TLLM_OK
-        || breakdown(db, p, ST_BY_STATUS, scope, &a->by_status) != TLLM_OK
-        || breakdown(db, p, ST_BY_MODEL, scope, &a->by_model) != TLLM_OK
-        || breakdown(db, p, ST_BY_PROJECT, scope, &a->by_project) != TLLM_OK
         || page(db, p, &flagged, RECENT_FAILURES, -1, &a->recent_failures)
            != TLLM_OK) {
         return TLLM_ERROR;
@@ -797,7 +872,7 @@ static int failures(tllm_db *db, apr_pool_t *p, const query *scope,
     failed.mask |= F(FB_FAILED);
     retried.mask |= F(FB_RETRIED);
     slow.mask |= F(FB_SLOW);
-    if (sum_totals(db, scope, &t) != TLLM_OK
+    if (sum_rollup(db, p, scope, &t, NULL) != TLLM_OK
         || page(db, p, &failed, limit, -1, &out->failed) != TLLM_OK
         || page(db, p, &retried, limit, -1, &out->retried) != TLLM_OK
         || page(db, p, &slow, limit, -1, &out->slow) != TLLM_OK) {
