@@ -47,8 +47,6 @@ int tllm_api_traces_list(tllm_req *q)
     apr_array_header_t *items;
     tllm_db *db;
     tllm_sb sb;
-    int i;
-    apr_size_t size = 64;
 
     if (parse_filter(q, &f, &limit)) {
         return OK;
@@ -58,10 +56,7 @@ int tllm_api_traces_list(tllm_req *q)
                                       &items) != TLLM_OK) {
         return tllm_send_store_error(q, db, "listing traces");
     }
-    for (i = 0; i < items->nelts; i++) {
-        size += APR_ARRAY_IDX(items, i, tllm_text).len + 1;
-    }
-    tllm_sb_init(&sb, q->r->pool, size);
+    tllm_sb_init(&sb, q->r->pool, 64 + tllm_texts_size(items));
     tllm_sb_str(&sb, "{\"total\":");
     tllm_sb_int(&sb, total);
     tllm_sb_str(&sb, ",\"items\":");

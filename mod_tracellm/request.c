@@ -127,6 +127,17 @@ void tllm_sb_time(tllm_sb *sb, int64_t us)
     tllm_sb_add(sb, "\"", 1);
 }
 
+apr_size_t tllm_texts_size(const apr_array_header_t *texts)
+{
+    apr_size_t size = 2;
+    int i;
+
+    for (i = 0; i < texts->nelts; i++) {
+        size += APR_ARRAY_IDX(texts, i, tllm_text).len + 1;
+    }
+    return size;
+}
+
 void tllm_sb_texts(tllm_sb *sb, const apr_array_header_t *texts)
 {
     int i;

@@ -33,6 +33,10 @@ void tllm_sb_jstr_or_null(tllm_sb *sb, const char *s);
 void tllm_sb_time(tllm_sb *sb, int64_t us);
 /** Append an array of tllm_text as a JSON list. */
 void tllm_sb_texts(tllm_sb *sb, const apr_array_header_t *texts);
+/** The bytes tllm_sb_texts appends for texts: to size a buffer once, so a
+ *  response of a hundred traces is not copied through a chain of doubling
+ *  buffers (pool blocks of every size, which the heap then keeps). */
+apr_size_t tllm_texts_size(const apr_array_header_t *texts);
 
 /** Send len bytes of JSON with the given status. Returns OK. */
 int tllm_send_json(request_rec *r, int status, const char *json,
