@@ -170,6 +170,11 @@ static const char schema_v1[] =
  *   time-ordered costs a random page write per trace at ingest.
  * - The failure lists get partial indexes that carry the scope columns,
  *   so a scoped list walks only flagged traces, newest first.
+ * - traces_created carries every column a listing filters on, so a
+ *   listing walks it newest first and reads a row (a 16 KiB page) only
+ *   for the traces it returns; the environment, status and model indexes
+ *   go. Only the project keeps its own time index: the common single
+ *   filter, and a small project's traces are far apart in time order.
  * - New databases use 16 KiB pages (connection_setup): a rendered trace is
  *   about 2.2 KB, and 4 KiB pages held one such row each, a quarter of
  *   the table's bytes unused.
@@ -185,6 +190,12 @@ static const char schema_v2[] =
     "DROP INDEX traces_retried;"
     "DROP INDEX traces_slow;"
     "DROP INDEX traces_flagged;"
+    "DROP INDEX traces_created;"
+    "DROP INDEX traces_env;"
+    "DROP INDEX traces_status;"
+    "DROP INDEX traces_model;"
+    "CREATE INDEX traces_created ON traces(created_at, project_id,"
+    " environment, model_name, status, latency, token_count);"
     "CREATE INDEX traces_latency ON traces(latency, project_id,"
     " environment, model_name, status, token_count, created_at);"
     "CREATE INDEX traces_tokens ON traces(token_count);"

@@ -19,12 +19,13 @@
 #define HOUR_US INT64_C(3600000000)
 #define RECENT_FAILURES 5
 
-/* A page filtered by a latency or token bound is found through that
- * bound's index when at most this many rows match (sorting their
- * (created_at, seq) is cheap), else by walking time order and testing
- * each row (about limit x total / matches rows). The count, taken first,
- * decides. */
-#define RANGE_PAGE_MAX 20000
+/* A page filtered by a latency or token bound is found either by walking
+ * traces_created newest first, testing each entry (about limit x total /
+ * matches entries), or through the bound's index, which reads every entry
+ * in the range and sorts the matches (at least matches entries). The
+ * count, taken first, decides: the walk when limit x total / matches is
+ * under WALK_FACTOR x matches. */
+#define WALK_FACTOR 4
 
 /* The filter terms a built query can have, one bit each. */
 enum {
@@ -113,7 +114,10 @@ static const char *index_for(query_kind kind, unsigned mask)
         }
     }
     if (kind == Q_PAGE) {
-        return NULL;
+        /* Newest first: a project alone has its own time index; any
+         * other filter is tested inside traces_created, which carries
+         * them all. */
+        return mask & ~F(FB_PROJECT) ? "traces_created" : NULL;
     }
     if (mask & F_LATENCY) {
         return "traces_latency";
@@ -266,13 +270,12 @@ static void query_from_filter(query *q, const tllm_trace_filter *f)
 }
 
 /* Append the matching bodies, newest first, at most limit, to *out.
- * matches: how many rows match, if known, else -1 (see RANGE_PAGE_MAX). */
+ * range_path: find them through the latency or token index (WALK_FACTOR). */
 static int page(tllm_db *db, apr_pool_t *p, const query *q, int limit,
-                int64_t matches, apr_array_header_t **out)
+                int range_path, apr_array_header_t **out)
 {
-    query_kind kind = q->mask & F_RANGE && matches >= 0
-                      && matches <= RANGE_PAGE_MAX ? Q_PAGE_RANGE : Q_PAGE;
-    sqlite3_stmt *st = built(db, kind, q->mask);
+    sqlite3_stmt *st = built(db, range_path ? Q_PAGE_RANGE : Q_PAGE,
+                             q->mask);
     int rc;
 
     *out = apr_array_make(p, limit > 0 && limit < 64 ? limit : 16,
@@ -546,7 +549,7 @@ int tllm_store_traces_list(tllm_db *db, apr_pool_t *p,
                            int64_t *total, apr_array_header_t **items)
 {
     query q;
-    int rv;
+    int rv, range_path = 0;
 
     query_from_filter(&q, f);
     *total = 0;
@@ -556,8 +559,16 @@ int tllm_store_traces_list(tllm_db *db, apr_pool_t *p,
         return TLLM_ERROR;
     }
     rv = count(db, &q, total);
+    if (rv == TLLM_OK && q.mask & F_RANGE) {
+        query everything;
+        int64_t all = 0;
+
+        memset(&everything, 0, sizeof(everything));
+        rv = count(db, &everything, &all);
+        range_path = *total * *total * WALK_FACTOR < (int64_t)limit * all;
+    }
     if (rv == TLLM_OK) {
-        rv = page(db, p, &q, limit, *total, items);
+        rv = page(db, p, &q, limit, range_path, items);
     }
     return end_read(db, rv);
 }
@@ -838,7 +849,7 @@ static int analytics(tllm_db *db, apr_pool_t *p, const query *scope,
     flagged.mask |= F(FB_FLAGGED);
     if (p95(db, scope, t.total, &a->p95_latency) != TLLM_OK
         || hours(db, scope, now_us, a) != TLLM_OK
-        || page(db, p, &flagged, RECENT_FAILURES, -1, &a->recent_failures)
+        || page(db, p, &flagged, RECENT_FAILURES, 0, &a->recent_failures)
            != TLLM_OK) {
         return TLLM_ERROR;
     }
@@ -873,9 +884,9 @@ static int failures(tllm_db *db, apr_pool_t *p, const query *scope,
     retried.mask |= F(FB_RETRIED);
     slow.mask |= F(FB_SLOW);
     if (sum_rollup(db, p, scope, &t, NULL) != TLLM_OK
-        || page(db, p, &failed, limit, -1, &out->failed) != TLLM_OK
-        || page(db, p, &retried, limit, -1, &out->retried) != TLLM_OK
-        || page(db, p, &slow, limit, -1, &out->slow) != TLLM_OK) {
+        || page(db, p, &failed, limit, 0, &out->failed) != TLLM_OK
+        || page(db, p, &retried, limit, 0, &out->retried) != TLLM_OK
+        || page(db, p, &slow, limit, 0, &out->slow) != TLLM_OK) {
         return TLLM_ERROR;
     }
     out->failed_total = t.failed;
