@@ -194,7 +194,9 @@ static const char schema_v2[] =
     "DROP INDEX traces_env;"
     "DROP INDEX traces_status;"
     "DROP INDEX traces_model;"
-    "CREATE INDEX traces_created ON traces(created_at, project_id,"
+    /* seq right after created_at: the index is then in listing order
+     * (created_at, seq) and the filter columns follow. */
+    "CREATE INDEX traces_created ON traces(created_at, seq, project_id,"
     " environment, model_name, status, latency, token_count);"
     "CREATE INDEX traces_latency ON traces(latency, project_id,"
     " environment, model_name, status, token_count, created_at);"
