@@ -59,6 +59,23 @@ static char *dup_col(sqlite3_stmt *st, int i)
     return d;
 }
 
+/* Set dst's integer PRAGMA name to src's value. */
+static void copy_pragma(sqlite3 *src, sqlite3 *dst, const char *name)
+{
+    sqlite3_stmt *st;
+    char sql[64];
+
+    snprintf(sql, sizeof(sql), "PRAGMA %s", name);
+    if (sqlite3_prepare_v2(src, sql, -1, &st, NULL) != SQLITE_OK
+        || sqlite3_step(st) != SQLITE_ROW) {
+        die(src, sql);
+    }
+    snprintf(sql, sizeof(sql), "PRAGMA %s=%d", name,
+             sqlite3_column_int(st, 0));
+    sqlite3_finalize(st);
+    exec(dst, sql);
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -90,18 +107,7 @@ int main(int argc, char **argv)
     }
     /* The module's connection settings (store.c), and the source's page
      * size. */
-    if (sqlite3_prepare_v2(src, "PRAGMA page_size", -1, &st, NULL)
-        != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
-        die(src, "read page size");
-    }
-    {
-        char sql[64];
-
-        snprintf(sql, sizeof(sql), "PRAGMA page_size=%d",
-                 sqlite3_column_int(st, 0));
-        sqlite3_finalize(st);
-        exec(dst, sql);
-    }
+    copy_pragma(src, dst, "page_size");
     exec(dst, "PRAGMA journal_mode=WAL");
     exec(dst, "PRAGMA synchronous=NORMAL");
     exec(dst, "PRAGMA foreign_keys=ON");
@@ -119,7 +125,7 @@ int main(int argc, char **argv)
         exec(dst, (const char *)sqlite3_column_text(st, 0));
     }
     sqlite3_finalize(st);
-    exec(dst, "PRAGMA user_version=2");
+    copy_pragma(src, dst, "user_version");
     exec(dst, "COMMIT");
 
     if (sqlite3_prepare_v2(src, "SELECT trace_id, project_id, environment,"

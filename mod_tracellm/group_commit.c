@@ -137,23 +137,14 @@ static void write_group(request_rec *r, tllm_db *db, pending *group)
     tllm_write_unlock(r, held);
 }
 
-int tllm_group_commit_put(request_rec *r, tllm_db *db,
-                          tllm_trace *const *traces, int n, int *results,
-                          int64_t *last_seq)
+/* Queue me, then until it is written either wait, or (when no one is
+ * writing) lead: write the queue's head as one group and wake everyone. */
+static void lead_or_wait(request_rec *r, tllm_db *db, pending *me)
 {
-    pending me = { db, traces, n, results, 0, TLLM_ERROR, 0, NULL };
-
-    if (!queue_mutex) {
-        int held = tllm_write_lock(r);
-        int rv = tllm_store_traces_put(db, traces, n, results, last_seq);
-
-        tllm_write_unlock(r, held);
-        return rv;
-    }
     apr_thread_mutex_lock(queue_mutex);
-    *queue_tail = &me;
-    queue_tail = &me.next;
-    while (!me.done) {
+    *queue_tail = me;
+    queue_tail = &me->next;
+    while (!me->done) {
         pending *group, *g;
 
         if (leader_busy) {
@@ -174,6 +165,20 @@ int tllm_group_commit_put(request_rec *r, tllm_db *db,
         apr_thread_cond_broadcast(queue_changed);
     }
     apr_thread_mutex_unlock(queue_mutex);
+}
+
+int tllm_group_commit_put(request_rec *r, tllm_db *db,
+                          tllm_trace *const *traces, int n, int *results,
+                          int64_t *last_seq)
+{
+    pending me = { db, traces, n, results, 0, TLLM_ERROR, 0, NULL };
+
+    if (queue_mutex) {
+        lead_or_wait(r, db, &me);
+    }
+    else {
+        write_group(r, db, &me);    /* a group of one */
+    }
     if (last_seq) {
         *last_seq = me.rv == TLLM_OK ? me.last_seq : 0;
     }

@@ -85,7 +85,7 @@ static const char schema_v1[] =
     "CREATE INDEX traces_env_latency ON traces(environment, latency);"
     "CREATE INDEX traces_project_env_latency"
     " ON traces(project_id, environment, latency);"
-    /* (Version 2 replaces the latency, token and failure indexes.) */
+    /* (Version 2 replaces every index below but traces_project.) */
     "CREATE INDEX traces_retried ON traces(created_at)"
     " WHERE retry_count > 0;"
     "CREATE INDEX traces_slow ON traces(created_at) WHERE slow = 1;"
@@ -609,7 +609,7 @@ static int user_version(tllm_db *db, int *version)
     return rc == SQLITE_ROW ? TLLM_OK : TLLM_ERROR;
 }
 
-static int migrate_locked(tllm_db *db)
+static int migrate_locked(tllm_db *db, int target)
 {
     int version = 0;
     char sql[64];
@@ -617,10 +617,10 @@ static int migrate_locked(tllm_db *db)
     if (user_version(db, &version) != TLLM_OK) {
         return TLLM_ERROR;
     }
-    if (version > TLLM_SCHEMA_VERSION || version < 0) {
+    if (version > target || version < 0) {
         snprintf(db->errmsg, sizeof(db->errmsg),
                  "database schema version %d is not one this build knows"
-                 " (it migrates to %d)", version, TLLM_SCHEMA_VERSION);
+                 " (it migrates to %d)", version, target);
         return TLLM_ERROR;
     }
     if (sqlite3_create_function(db->sq, "tllm_latency_bucket", 1,
@@ -629,15 +629,14 @@ static int migrate_locked(tllm_db *db)
         != SQLITE_OK) {
         return tllm__fail(db, "register tllm_latency_bucket");
     }
-    for (; version < TLLM_SCHEMA_VERSION; version++) {
+    for (; version < target; version++) {
         if (sqlite3_exec(db->sq, migrations[version], NULL, NULL, NULL)
             != SQLITE_OK) {
             return tllm__fail(db, "migrate schema");
         }
     }
     /* Inside the transaction: the new version commits with the tables. */
-    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d",
-             TLLM_SCHEMA_VERSION);
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", target);
     if (sqlite3_exec(db->sq, sql, NULL, NULL, NULL) != SQLITE_OK) {
         return tllm__fail(db, "write schema version");
     }
@@ -646,13 +645,22 @@ static int migrate_locked(tllm_db *db)
 
 int tllm_store_migrate(tllm_db *db)
 {
+    return tllm__migrate_to(db, TLLM_SCHEMA_VERSION);
+}
+
+int tllm__migrate_to(tllm_db *db, int target)
+{
     /* BEGIN IMMEDIATE takes the write lock before reading the version, so
      * of several processes starting at once one migrates and the others
      * then find the current version. */
     if (tllm__begin(db, 1) != TLLM_OK) {
         return TLLM_ERROR;
     }
-    if (migrate_locked(db) != TLLM_OK) {
+    if (target < 0 || target > TLLM_SCHEMA_VERSION) {
+        tllm__rollback(db);
+        return TLLM_ERROR;
+    }
+    if (migrate_locked(db, target) != TLLM_OK) {
         tllm__rollback(db);
         return TLLM_ERROR;
     }

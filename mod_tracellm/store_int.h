@@ -58,6 +58,10 @@ const char *tllm__col_text(apr_pool_t *p, sqlite3_stmt *st, int i,
 int64_t tllm__latency_bucket(double ms);
 double tllm__bucket_floor(int64_t bucket);
 
+/* tllm_store_migrate, stopping at schema version target (tests build a
+ * database of an older version with it). */
+int tllm__migrate_to(tllm_db *db, int target);
+
 /* Bind s (NULL binds SQL NULL) to parameter i. */
 int tllm__bind_text(sqlite3_stmt *st, int i, const char *s);
 

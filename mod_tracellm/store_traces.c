@@ -125,13 +125,6 @@ static const char *index_for(query_kind kind, unsigned mask)
     return mask & F_TOKENS ? "traces_tokens" : NULL;
 }
 
-/* A Q_PAGE walks time order: its range terms get a unary "+", which tells
- * SQLite not to use an index for them. */
-static int term_unindexed(query_kind kind, int bit)
-{
-    return kind == Q_PAGE && (F(bit) & F_RANGE);
-}
-
 /* A filter set and its values. */
 typedef struct {
     unsigned mask;
@@ -167,9 +160,8 @@ static sqlite3_stmt *built(tllm_db *db, query_kind kind, unsigned mask)
                            index ? " INDEXED BY " : "", index ? index : "");
     for (i = 0; i < FB__COUNT; i++) {
         if (mask & F(i)) {
-            len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s%s%s",
-                                    sep, term_unindexed(kind, i) ? "+" : "",
-                                    term[i]);
+            len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s%s",
+                                    sep, term[i]);
             sep = " AND ";
         }
     }

@@ -3,7 +3,9 @@ import pytest
 
 import os
 
+from conftest import finish_server, start_server
 from httpd import httpd_t, module_path
+from support import Api
 
 pytestmark = pytest.mark.skipif(not os.path.isfile(module_path()),
                                 reason="module not built")
@@ -73,3 +75,23 @@ def test_good_event_process_values(directive):
 def test_event_directives_only_at_server_level():
     rc, out = httpd_t(location_conf="TraceLLMEventdQueue 16")
     assert rc != 0 and "TraceLLMEventdQueue" in out, out
+
+
+def test_write_mutex_mechanism_can_be_chosen():
+    """The write lock is httpd's "tracellm-write" mutex: Mutex sets its
+    mechanism like any other (an unknown mutex name is refused, so the
+    first check is not vacuous), and ingest works with it."""
+    rc, out = httpd_t("Mutex sem tracellm-nosuch")
+    assert rc != 0, out
+    rc, out = httpd_t("Mutex sem tracellm-write")
+    assert rc == 0, out
+    srv = start_server("mutex", extra_conf="Mutex sem tracellm-write")
+    try:
+        api = Api(srv.base)
+        pid, key = api.project()
+        r = api.post("/traces", headers={"X-API-Key": key},
+                     json=[{"token_count": 3} for _ in range(5)])
+        assert r.status_code == 200, r.text
+        assert api.traces(project_id=pid)["total"] == 5
+    finally:
+        finish_server(srv)

@@ -9,6 +9,7 @@
 #include <apr_general.h>
 #include <apr_strings.h>
 #include "store.h"
+#include "store_int.h"
 #include "unit.h"
 
 #define H INT64_C(3600000000)
@@ -641,6 +642,62 @@ static void test_same_batch(tllm_db *db)
     CHECK(near(a.hour_latency[23], 2.5));
 }
 
+
+/* A version 1 database with traces migrates to version 2: every row gets
+ * its latency bucket, the histogram counts every row in all four scopes,
+ * and the p95 read through it is the nearest rank of the rows. */
+static void test_migrate_from_v1(const char *file)
+{
+    static const double lat[] = { 0, 0.001, 512, 1024, 2048, 2048.5,
+                                  2048.5, 3000, 1e6, 7.25, 100, 100 };
+    const int n = (int)(sizeof(lat) / sizeof(lat[0]));
+    apr_pool_t *cp;
+    sqlite3 *sq;
+    tllm_db *db = open_db(file, &cp, &sq);
+    tllm_analytics a;
+    int i;
+
+    CHECK(tllm__migrate_to(db, 1) == TLLM_OK);
+    CHECK_STR(raw(sq, "PRAGMA user_version"), "1");
+    for (i = 0; i < n; i++) {
+        char *sql = apr_psprintf(tp, "INSERT INTO traces (trace_id,"
+                                 " project_id, environment, model_name,"
+                                 " status, latency, token_count, retry_count,"
+                                 " slow, created_at, body) VALUES ('m%d',"
+                                 " '%s', '%s', 'gpt', 'success', %.17g, 1, 0,"
+                                 " 0, %d, '{}')", i, i % 2 ? "p1" : "p2",
+                                 i % 3 ? "prod" : "dev", lat[i], i);
+        CHECK(sqlite3_exec(sq, sql, NULL, NULL, NULL) == SQLITE_OK);
+    }
+    CHECK(tllm_store_migrate(db) == TLLM_OK);
+    CHECK_STR(raw(sq, "PRAGMA user_version"), "2");
+    for (i = 0; i < n; i++) {
+        const char *got = raw(sq, apr_psprintf(tp, "SELECT lat_bucket FROM"
+                                               " traces WHERE trace_id ="
+                                               " 'm%d'", i));
+        CHECK_STR(got, apr_psprintf(tp, "%" APR_INT64_T_FMT,
+                                    (apr_int64_t)tllm__latency_bucket(
+                                        lat[i])));
+    }
+    CHECK_STR(raw(sq, "SELECT sum(n) FROM rollup_latency"
+                      " WHERE project_id = '' AND environment = ''"), "12");
+    CHECK_STR(raw(sq, "SELECT sum(n) FROM rollup_latency"
+                      " WHERE project_id = 'p1' AND environment = ''"), "6");
+    CHECK_STR(raw(sq, "SELECT sum(n) FROM rollup_latency"
+                      " WHERE project_id = '' AND environment = 'dev'"), "4");
+    CHECK_STR(raw(sq, "SELECT sum(n) FROM rollup_latency"
+                      " WHERE project_id = 'p2' AND environment = 'prod'"),
+              "4");
+    /* 12 sorted: ... 2048.5 2048.5 3000 1e6; index ceil(11.4) - 1 = 11. */
+    CHECK(tllm_store_analytics(db, tp, NULL, NULL, 0, &a) == TLLM_OK);
+    CHECK(a.total_traces == 12);
+    CHECK(a.p95_latency == 1e6);
+    /* p1 holds 0.001, 1024, 2048.5, 3000, 7.25, 100: index 5 -> 3000. */
+    CHECK(tllm_store_analytics(db, tp, "p1", NULL, 0, &a) == TLLM_OK);
+    CHECK(a.p95_latency == 3000);
+    apr_pool_destroy(cp);
+}
+
 int main(void)
 {
     char path[] = "/tmp/test_store_XXXXXX";
@@ -695,6 +752,7 @@ int main(void)
         CHECK(total == 21);
     }
     test_same_batch(db);
+    test_migrate_from_v1(apr_pstrcat(tp, path, "/v1.db", NULL));
 
     apr_pool_destroy(cp2);
     CHECK(close_rc == SQLITE_OK);
