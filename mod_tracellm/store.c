@@ -245,9 +245,32 @@ static const char schema_v2[] =
     "  AND environment IN (OLD.environment, '');"
     "END;";
 
+/*
+ * Version 3: the partial indexes key on (created_at, seq) like
+ * traces_created. Keyed on created_at alone they left ties in the listing
+ * order (created_at DESC, seq DESC) to a sorter: every body of a failure
+ * list was copied into a temporary b-tree before it was returned (perf:
+ * a sixth of GET /failures' time).
+ */
+static const char schema_v3[] =
+    "DROP INDEX traces_failed;"
+    "DROP INDEX traces_retried;"
+    "DROP INDEX traces_slow;"
+    "DROP INDEX traces_flagged;"
+    /* The same WHERE texts as version 2's (see there). */
+    "CREATE INDEX traces_failed ON traces(created_at, seq, project_id,"
+    " environment) WHERE status = 'failed';"
+    "CREATE INDEX traces_retried ON traces(created_at, seq, project_id,"
+    " environment) WHERE retry_count > 0;"
+    "CREATE INDEX traces_slow ON traces(created_at, seq, project_id,"
+    " environment) WHERE slow = 1;"
+    "CREATE INDEX traces_flagged ON traces(created_at, seq, project_id,"
+    " environment)"
+    " WHERE NOT (status = 'success' AND slow = 0 AND retry_count <= 0);";
+
 /* migrations[v] takes a database from version v to v + 1. */
 static const char *const migrations[TLLM_SCHEMA_VERSION] = {
-    schema_v1, schema_v2
+    schema_v1, schema_v2, schema_v3
 };
 
 /* ---- latency buckets --------------------------------------------------- */
