@@ -111,9 +111,9 @@ int tllm_api_analytics(tllm_req *q)
                                     q->now_us, &a) != TLLM_OK) {
         return tllm_send_store_error(q, db, "computing analytics");
     }
-    /* Summary, 24 hours and the breakdowns take well under 8 KB. */
-    tllm_sb_init(&sb, q->r->pool, 8192
-                                  + tllm_texts_size(a.recent_failures));
+    /* Summary, 24 hours and the breakdowns take well under 8 KB; the
+     * recent failures are spliced in, not copied. */
+    tllm_sb_init(&sb, q->r->pool, 8192);
     tllm_sb_str(&sb, "{");
     add_summary(&sb, &a);
     add_charts(&sb, &a);
@@ -147,9 +147,8 @@ int tllm_api_failures(tllm_req *q)
                                    (int)limit, &f) != TLLM_OK) {
         return tllm_send_store_error(q, db, "listing failures");
     }
-    tllm_sb_init(&sb, q->r->pool, 256 + tllm_texts_size(f.failed)
-                                  + tllm_texts_size(f.retried)
-                                  + tllm_texts_size(f.slow));
+    tllm_sb_init(&sb, q->r->pool, 256 + f.failed->nelts + f.retried->nelts
+                                  + f.slow->nelts);
     tllm_sb_str(&sb, "{\"failed_traces\":");
     tllm_sb_texts(&sb, f.failed);
     tllm_sb_str(&sb, ",\"retries\":");

@@ -56,7 +56,7 @@ int tllm_api_traces_list(tllm_req *q)
                                       &items) != TLLM_OK) {
         return tllm_send_store_error(q, db, "listing traces");
     }
-    tllm_sb_init(&sb, q->r->pool, 64 + tllm_texts_size(items));
+    tllm_sb_init(&sb, q->r->pool, 64 + items->nelts);
     tllm_sb_str(&sb, "{\"total\":");
     tllm_sb_int(&sb, total);
     tllm_sb_str(&sb, ",\"items\":");

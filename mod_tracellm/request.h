@@ -11,12 +11,22 @@
 
 /* ---- responses --------------------------------------------------------- */
 
+/** A stored body placed in a response at data offset at, not copied. */
+typedef struct {
+    apr_size_t at;
+    tllm_text text;
+} tllm_splice;
+
 /** A growing byte buffer in a pool, for building a response in one piece
- *  (one write, an exact Content-Length). */
+ *  (one write, an exact Content-Length). Stored bodies added with
+ *  tllm_sb_texts are not copied into data: tllm_send_sb sends them from
+ *  where the store put them, between the buffer's bytes. */
 typedef struct {
     apr_pool_t *pool;
     char *data;
     apr_size_t len, cap;
+    apr_array_header_t *splices;   /* tllm_splice, by offset; NULL = none */
+    apr_size_t spliced;            /* bytes of the splices' texts */
 } tllm_sb;
 
 void tllm_sb_init(tllm_sb *sb, apr_pool_t *p, apr_size_t hint);
@@ -31,17 +41,15 @@ void tllm_sb_jstr(tllm_sb *sb, const char *s);
 void tllm_sb_jstr_or_null(tllm_sb *sb, const char *s);
 /** Append a server timestamp (ISO 8601, six digits, +00:00) as a string. */
 void tllm_sb_time(tllm_sb *sb, int64_t us);
-/** Append an array of tllm_text as a JSON list. */
+/** Append an array of tllm_text as a JSON list: the brackets and commas
+ *  into the buffer, the texts as splices (they must live as long as the
+ *  buffer's pool). */
 void tllm_sb_texts(tllm_sb *sb, const apr_array_header_t *texts);
-/** The bytes tllm_sb_texts appends for texts: to size a buffer once, so a
- *  response of a hundred traces is not copied through a chain of doubling
- *  buffers (pool blocks of every size, which the heap then keeps). */
-apr_size_t tllm_texts_size(const apr_array_header_t *texts);
 
 /** Send len bytes of JSON with the given status. Returns OK. */
 int tllm_send_json(request_rec *r, int status, const char *json,
                    apr_size_t len);
-/** Send the buffer's bytes. Returns OK. */
+/** Send the buffer's bytes with its splices in place. Returns OK. */
 int tllm_send_sb(request_rec *r, int status, const tllm_sb *sb);
 /** Send a json-c object. Returns OK. */
 int tllm_send_obj(request_rec *r, int status, json_object *obj);

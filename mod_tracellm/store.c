@@ -368,6 +368,11 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_ROLLUP_SCOPE] =
         "SELECT project_id, model_name, status, n, retried, retries, slow,"
         " tokens, latency_sum FROM rollup_total WHERE " SCOPE,
+    /* GET /failures' three totals, summed by SQLite: a row of three
+     * columns, not three column reads (each a mutex round) per group. */
+    [ST_FLAGGED_TOTALS] =
+        "SELECT SUM(CASE WHEN status = 'failed' THEN n ELSE 0 END),"
+        " SUM(retried), SUM(slow) FROM rollup_total WHERE " SCOPE,
     [ST_HOURS] =
         "SELECT hour, SUM(n), SUM(tokens), TOTAL(latency_sum)"
         " FROM rollup_hour WHERE hour >= ?3 AND hour <= ?4 AND " SCOPE

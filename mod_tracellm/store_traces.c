@@ -652,7 +652,7 @@ static apr_array_header_t *tally_done(tally *t, apr_pool_t *p)
     return out;
 }
 
-/* The sums of rollup_total over a scope and, if a is not NULL, its three
+/* The sums of rollup_total over a scope and its three
  * breakdowns: one pass over the scope's groups (a few hundred rows at
  * most: project x environment x model x status) instead of a GROUP BY and
  * a sort per breakdown. */
@@ -667,11 +667,9 @@ static int sum_rollup(tllm_db *db, apr_pool_t *p, const query *scope,
     if (bind_scope(db, st, scope) != TLLM_OK) {
         return TLLM_ERROR;
     }
-    if (a) {
-        tally_init(&status, p);
-        tally_init(&model, p);
-        tally_init(&project, p);
-    }
+    tally_init(&status, p);
+    tally_init(&model, p);
+    tally_init(&project, p);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *state = (const char *)sqlite3_column_text(st, 2);
         int64_t n = sqlite3_column_int64(st, 3);
@@ -691,17 +689,15 @@ static int sum_rollup(tllm_db *db, apr_pool_t *p, const query *scope,
         t->slow += sqlite3_column_int64(st, 6);
         t->tokens += sqlite3_column_int64(st, 7);
         t->latency_sum += sqlite3_column_double(st, 8);
-        if (a) {
-            tally_add(&project, p, st, 0, n);
-            tally_add(&model, p, st, 1, n);
-            tally_add(&status, p, st, 2, n);
-        }
+        tally_add(&project, p, st, 0, n);
+        tally_add(&model, p, st, 1, n);
+        tally_add(&status, p, st, 2, n);
     }
     if (rc != SQLITE_DONE) {
         tllm__fail(db, "sum traces");
     }
     tllm__release(st);
-    if (a && rc == SQLITE_DONE) {
+    if (rc == SQLITE_DONE) {
         a->by_status = tally_done(&status, p);
         a->by_model = tally_done(&model, p);
         a->by_project = tally_done(&project, p);
@@ -866,24 +862,43 @@ int tllm_store_analytics(tllm_db *db, apr_pool_t *p, const char *project_id,
     return end_read(db, analytics(db, p, &scope, now_us, out));
 }
 
+static int flagged_totals(tllm_db *db, const query *scope,
+                          tllm_failures *out)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_FLAGGED_TOTALS);
+    int rc;
+
+    if (bind_scope(db, st, scope) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        /* SUM over no groups is NULL, which reads as 0. */
+        out->failed_total = sqlite3_column_int64(st, 0);
+        out->retried_total = sqlite3_column_int64(st, 1);
+        out->slow_total = sqlite3_column_int64(st, 2);
+    }
+    else {
+        tllm__fail(db, "sum failures");
+    }
+    tllm__release(st);
+    return rc == SQLITE_ROW ? TLLM_OK : TLLM_ERROR;
+}
+
 static int failures(tllm_db *db, apr_pool_t *p, const query *scope,
                     int limit, tllm_failures *out)
 {
     query failed = *scope, retried = *scope, slow = *scope;
-    totals t;
 
     failed.mask |= F(FB_FAILED);
     retried.mask |= F(FB_RETRIED);
     slow.mask |= F(FB_SLOW);
-    if (sum_rollup(db, p, scope, &t, NULL) != TLLM_OK
+    if (flagged_totals(db, scope, out) != TLLM_OK
         || page(db, p, &failed, limit, 0, &out->failed) != TLLM_OK
         || page(db, p, &retried, limit, 0, &out->retried) != TLLM_OK
         || page(db, p, &slow, limit, 0, &out->slow) != TLLM_OK) {
         return TLLM_ERROR;
     }
-    out->failed_total = t.failed;
-    out->retried_total = t.retried;
-    out->slow_total = t.slow;
     return TLLM_OK;
 }
 

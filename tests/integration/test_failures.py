@@ -1,9 +1,11 @@
 """GET /failures."""
 import datetime as dt
+import json
 
 import pytest
 
-from support import assert_422, assert_trace_shape, env_name, iso, uid, utcnow
+from support import (assert_422, assert_trace_shape, conn, env_name, iso,
+                     uid, utcnow)
 
 
 def get(api, **params):
@@ -106,3 +108,32 @@ def test_limit_422(api, value, typ, extra):
     items = assert_422(api.get("/failures", params={"limit": value}),
                        (typ, ["query", "limit"], extra))
     assert len(items) == 1
+
+
+def test_spliced_responses_keep_their_length_on_one_connection(api, server,
+                                                                known):
+    """Lists of stored bodies are sent from where the store put them,
+    between the response's own bytes: on one keep-alive connection every
+    response's Content-Length is exactly its body, HEAD sends the same
+    length and no body, and the next response still parses."""
+    pid, env, ids = known
+    paths = [f"/failures?project_id={pid}", f"/traces?project_id={pid}",
+             f"/analytics?project_id={pid}",
+             f"/failures?project_id={pid}&limit=1"]
+    c = conn(server.port)
+    try:
+        for path in paths:
+            c.request("GET", path)
+            r = c.getresponse()
+            body = r.read()
+            assert r.status == 200, body
+            assert int(r.getheader("Content-Length")) == len(body)
+            assert json.loads(body) == api.get(path).json()
+            c.request("HEAD", path)
+            h = c.getresponse()
+            assert h.status == 200
+            assert h.getheader("Content-Length") == r.getheader("Content-Length")
+            assert h.read() == b""
+    finally:
+        c.close()
+    assert names(ids, json.loads(body)["failed_traces"]) == ["f3"]
