@@ -45,6 +45,7 @@ import gen_traces  # noqa: E402
 THREADS, CONNECTIONS = 2, 32
 LOAD_CONNECTIONS = 4
 WRK_TIMEOUT = "10s"
+SETTLE = 2.0
 
 
 class Report:
@@ -119,6 +120,12 @@ class Server:
                 if c.startswith("tracellm-even")]
 
     def rss(self):
+        """RSS of the httpd children at rest: read SETTLE seconds after the
+        load stopped, once each child's trimming thread (child_memory.c,
+        once a second) has handed back what the requests in flight had
+        freed. Read at once, it also counts those requests' memory, which
+        depends on the concurrency and the moment, not on the count."""
+        time.sleep(SETTLE)
         per = {p: rss_kb(p) for p in self.httpd_children()}
         return sum(per.values()), per
 
@@ -711,10 +718,11 @@ def main():
                             CONNECTIONS))
     report("         raw SQLite:     %9.0f rows/s   (batch / raw = %.3f)" % (
         raw["tps"], ingest_ratio))
-    report("RSS of httpd children: before %d kB, after %d kB (per child: "
-           "%s -> %s)" % (rss_before[0], rss_after[0],
-                          " ".join("%d" % v for v in rss_before[1].values()),
-                          " ".join("%d" % v for v in rss_after[1].values())))
+    report("RSS of httpd children (at rest, %.0f s after the load): before "
+           "%d kB, after %d kB (per child: %s -> %s)" % (
+               SETTLE, rss_before[0], rss_after[0],
+               " ".join("%d" % v for v in rss_before[1].values()),
+               " ".join("%d" % v for v in rss_after[1].values())))
     report("database: %.0f bytes per trace; %.2f x the ingested JSON "
            "(%.0f B per trace)" % (db_bytes / n, db_bytes / gen["json_bytes"],
                                   gen["json_bytes"] / n))

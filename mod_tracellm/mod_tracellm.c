@@ -22,6 +22,7 @@
 #include "eventd_supervisor.h"
 #include "request.h"
 #include "ttime.h"
+#include "child_memory.h"
 #include "write_lock.h"
 #include "group_commit.h"
 
@@ -195,6 +196,9 @@ static const command_rec tllm_cmds[] = {
     AP_INIT_TAKE1("TraceLLMMaxBody", set_max_body, NULL,
                   RSRC_CONF | ACCESS_CONF,
                   "Largest request body accepted, in bytes (default 1 MiB)"),
+    AP_INIT_TAKE1("TraceLLMCacheMemory", tllm_child_memory_set_cache, NULL,
+                  RSRC_CONF, "SQLite page cache budget of each child, in "
+                  "MiB; 0 = no limit (default 64)"),
     AP_INIT_FLAG("TraceLLMEventd", set_eventd, NULL, RSRC_CONF,
                  "Run tracellm-eventd, the live event process (default Off)"),
     AP_INIT_TAKE1("TraceLLMEventdListen", set_eventd_listen, NULL, RSRC_CONF,
@@ -498,6 +502,7 @@ static int tllm_post_config(apr_pool_t *pconf, apr_pool_t *plog,
 static int tllm_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
                            apr_pool_t *ptemp)
 {
+    tllm_child_memory_defaults();
     return tllm_write_lock_register(pconf);
 }
 
@@ -505,6 +510,7 @@ static void tllm_child_init(apr_pool_t *pchild, server_rec *s)
 {
     tllm_write_lock_child_init(pchild, s);
     tllm_group_commit_child_init(pchild, s);
+    tllm_child_memory_child_init(pchild, s);
 }
 
 static void tllm_register_hooks(apr_pool_t *p)
@@ -513,6 +519,8 @@ static void tllm_register_hooks(apr_pool_t *p)
     ap_hook_post_config(tllm_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(tllm_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(tllm_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_log_transaction(tllm_child_memory_note, NULL, NULL,
+                            APR_HOOK_REALLY_LAST);
 }
 
 module AP_MODULE_DECLARE_DATA tracellm_module = {

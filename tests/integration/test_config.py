@@ -1,7 +1,10 @@
 """Directive validation at `httpd -t`."""
+import os
+
 import pytest
 
-import os
+import re
+import time
 
 from conftest import finish_server, start_server
 from httpd import httpd_t, module_path
@@ -95,3 +98,56 @@ def test_write_mutex_mechanism_can_be_chosen():
         assert api.traces(project_id=pid)["total"] == 5
     finally:
         finish_server(srv)
+
+
+@pytest.mark.parametrize("value,ok", [
+    ("0", True), ("16", True), ("1048576", True),
+    ("-1", False), ("lots", False), ("1048577", False), ("", False),
+])
+def test_cache_memory_values(value, ok):
+    rc, out = httpd_t(f"TraceLLMCacheMemory {value}".strip())
+    assert (rc == 0) == ok, out
+    if not ok:
+        assert "TraceLLMCacheMemory" in out, out
+
+
+def test_cache_memory_only_at_server_level():
+    rc, out = httpd_t(location_conf="TraceLLMCacheMemory 16")
+    assert rc != 0 and "TraceLLMCacheMemory" in out, out
+
+
+def _child_memory_log(extra):
+    """Start a server with extra config, serve a few requests, and return
+    its error_log once the trimming thread has had its second."""
+    srv = start_server("memory", extra_conf="LogLevel tracellm:trace1\n"
+                       + extra)
+    try:
+        api = Api(srv.base)
+        pid, key = api.project()
+        for _ in range(3):
+            r = api.post("/traces", headers={"X-API-Key": key},
+                         json=[{"token_count": 3} for _ in range(50)])
+            assert r.status_code == 200, r.text
+            assert api.get("/failures").status_code == 200
+        deadline = time.monotonic() + 15
+        while "TLLM0018" not in srv.error_log_text():
+            assert time.monotonic() < deadline, srv.error_log_text()[-2000:]
+            time.sleep(0.2)
+        return srv.error_log_text()
+    finally:
+        finish_server(srv, allowed=[r"TLLM001[5-8]", r"\[tracellm:trace"])
+
+
+def test_children_bound_sqlite_memory_and_trim_the_heap():
+    """Each child sets SQLite's soft heap limit (TLLM0017 reads it back
+    from SQLite) and its trimming thread runs after requests (TLLM0018)."""
+    default = _child_memory_log("")
+    limits = set(re.findall(r"TLLM0017: SQLite memory of this child "
+                            r"limited to (\d+) bytes", default))
+    assert limits == {str(64 << 20)}, limits
+    assert "TLLM0018: heap trimmed" in default
+    custom = _child_memory_log("TraceLLMCacheMemory 8")
+    assert set(re.findall(r"limited to (\d+) bytes", custom)) == {
+        str(8 << 20)}
+    unlimited = _child_memory_log("TraceLLMCacheMemory 0")
+    assert set(re.findall(r"limited to (\d+) bytes", unlimited)) == {"0"}

@@ -1,0 +1,46 @@
+/*
+ * child_memory.h - what a child holds in memory stays bounded: SQLite's
+ * page caches share one budget per child, and memory the child frees goes
+ * back to the kernel.
+ *
+ * Every mod_dbd connection has its own page cache (2,000 KiB), and a
+ * child opens one per request it serves at once: under a mixed load the
+ * caches of 30 connections held 60 MB of a child's 150 MB, more with each
+ * burst that opened another. TraceLLMCacheMemory (MiB, default 64) sets
+ * SQLite's soft heap limit in the child: near it, a cache reuses its own
+ * least recently used pages instead of growing. Reads at -c32 need about
+ * half the default budget, so they are not slowed.
+ *
+ * glibc returns a thread arena's free memory to the kernel only from the
+ * arena's top, while a child's worker threads free in the middle of
+ * theirs: a connection's whole page cache is dropped whenever another
+ * connection has written (WAL) and refilled page by page by whichever
+ * thread runs the next request; request pools and buckets go when a
+ * request ends. A thread per child calls malloc_trim(0) once a second
+ * when requests were served since it last did: after the bench's soak mix
+ * that gave back 40 MB of a child's 150 MB.
+ */
+#ifndef TLLM_CHILD_MEMORY_H
+#define TLLM_CHILD_MEMORY_H
+
+#include <httpd.h>
+#include <http_config.h>
+
+#define TLLM_CACHE_MEMORY_DEFAULT_MIB 64
+
+/** pre_config: back to the default budget (a restart rereads the
+ *  configuration). */
+void tllm_child_memory_defaults(void);
+
+/** The TraceLLMCacheMemory directive: MiB, 0 = no limit. */
+const char *tllm_child_memory_set_cache(cmd_parms *cmd, void *dconf,
+                                        const char *arg);
+
+/** child_init: set the budget and start the trimming thread, which is
+ *  stopped and joined when pchild is cleared. */
+void tllm_child_memory_child_init(apr_pool_t *pchild, server_rec *s);
+
+/** log_transaction: note that a request was served. Always DECLINED. */
+int tllm_child_memory_note(request_rec *r);
+
+#endif
