@@ -197,8 +197,8 @@ static const command_rec tllm_cmds[] = {
                   RSRC_CONF | ACCESS_CONF,
                   "Largest request body accepted, in bytes (default 1 MiB)"),
     AP_INIT_TAKE1("TraceLLMCacheMemory", tllm_child_memory_set_cache, NULL,
-                  RSRC_CONF, "SQLite page cache budget of each child, in "
-                  "MiB; 0 = no limit (default 64)"),
+                  RSRC_CONF, "SQLite memory of each child, in MiB, which its "
+                  "page caches share; 0 = no limit (default 64)"),
     AP_INIT_FLAG("TraceLLMEventd", set_eventd, NULL, RSRC_CONF,
                  "Run tracellm-eventd, the live event process (default Off)"),
     AP_INIT_TAKE1("TraceLLMEventdListen", set_eventd_listen, NULL, RSRC_CONF,
