@@ -154,12 +154,18 @@ void tllm_sb_texts(tllm_sb *sb, const apr_array_header_t *texts)
 
 /* ---- responses --------------------------------------------------------- */
 
-int tllm_send_json(request_rec *r, int status, const char *json,
-                   apr_size_t len)
+/* Status and headers of a JSON response of len bytes. */
+static void json_head(request_rec *r, int status, apr_size_t len)
 {
     r->status = status;
     ap_set_content_type(r, TLLM_JSON_TYPE);
     ap_set_content_length(r, len);
+}
+
+int tllm_send_json(request_rec *r, int status, const char *json,
+                   apr_size_t len)
+{
+    json_head(r, status, len);
     if (!r->header_only) {
         ap_rwrite(json, len, r);
     }
@@ -202,9 +208,7 @@ int tllm_send_sb(request_rec *r, int status, const tllm_sb *sb)
     if (!sb->splices) {
         return tllm_send_json(r, status, sb->data, sb->len);
     }
-    r->status = status;
-    ap_set_content_type(r, TLLM_JSON_TYPE);
-    ap_set_content_length(r, sb->len + sb->spliced);
+    json_head(r, status, sb->len + sb->spliced);
     if (!r->header_only) {
         send_spliced(r, sb);
     }

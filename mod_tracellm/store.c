@@ -366,8 +366,8 @@ static const char *const stmt_sql[ST__COUNT] = {
     /* Every group of the scope: the summary and the three breakdowns
      * are summed from these rows in one pass (store_traces.c). */
     [ST_ROLLUP_SCOPE] =
-        "SELECT project_id, model_name, status, n, retried, retries, slow,"
-        " tokens, latency_sum FROM rollup_total WHERE " SCOPE,
+        "SELECT project_id, model_name, status, n, retries, slow, tokens,"
+        " latency_sum FROM rollup_total WHERE " SCOPE,
     /* GET /failures' three totals, summed by SQLite: a row of three
      * columns, not three column reads (each a mutex round) per group. */
     [ST_FLAGGED_TOTALS] =

@@ -569,7 +569,7 @@ int tllm_store_traces_list(tllm_db *db, apr_pool_t *p,
 
 /* The sums of rollup_total over a scope. */
 typedef struct {
-    int64_t total, success, failed, warning, retries, slow, tokens, retried;
+    int64_t total, success, failed, warning, retries, slow, tokens;
     double latency_sum;
 } totals;
 
@@ -684,11 +684,10 @@ static int sum_rollup(tllm_db *db, apr_pool_t *p, const query *scope,
         else if (state && strcmp(state, TLLM_STATUS_WARNING) == 0) {
             t->warning += n;
         }
-        t->retried += sqlite3_column_int64(st, 4);
-        t->retries += sqlite3_column_int64(st, 5);
-        t->slow += sqlite3_column_int64(st, 6);
-        t->tokens += sqlite3_column_int64(st, 7);
-        t->latency_sum += sqlite3_column_double(st, 8);
+        t->retries += sqlite3_column_int64(st, 4);
+        t->slow += sqlite3_column_int64(st, 5);
+        t->tokens += sqlite3_column_int64(st, 6);
+        t->latency_sum += sqlite3_column_double(st, 7);
         tally_add(&project, p, st, 0, n);
         tally_add(&model, p, st, 1, n);
         tally_add(&status, p, st, 2, n);
