@@ -128,7 +128,12 @@ def test_spliced_responses_keep_their_length_on_one_connection(api, server,
             body = r.read()
             assert r.status == 200, body
             assert int(r.getheader("Content-Length")) == len(body)
-            assert json.loads(body) == api.get(path).json()
+            got, again = json.loads(body), api.get(path).json()
+            if path.startswith("/analytics"):
+                # The hourly charts move with the clock; the rest must not.
+                got = {k: v for k, v in got.items() if k != "charts"}
+                again = {k: v for k, v in again.items() if k != "charts"}
+            assert got == again
             c.request("HEAD", path)
             h = c.getresponse()
             assert h.status == 200
