@@ -27,6 +27,7 @@ struct tllm_db {
     apr_pool_t *pool;              /* the connection's pool */
     sqlite3_stmt *stmt[ST__COUNT]; /* prepared on first use */
     apr_hash_t *built;             /* SQL built from filters, by shape */
+    int holds_mutex;               /* a transaction holds sq's mutex */
     char errmsg[512];
 };
 
@@ -43,7 +44,9 @@ sqlite3_stmt *tllm__stmt(tllm_db *db, tllm_stmt_id id);
 void tllm__release(sqlite3_stmt *st);
 
 /* Transactions. begin: write = BEGIN IMMEDIATE, else a deferred read
- * transaction (one consistent snapshot for several SELECTs). */
+ * transaction (one consistent snapshot for several SELECTs). A
+ * transaction holds the connection's mutex until it ends (store.c says
+ * why); every begin that succeeds needs its commit or rollback. */
 int tllm__begin(tllm_db *db, int write);
 int tllm__commit(tllm_db *db);
 void tllm__rollback(tllm_db *db);
