@@ -5,6 +5,7 @@
  * worked out by hand in the comments below.
  */
 #include <stdlib.h>
+#include <pthread.h>
 #include <unistd.h>
 #include <apr_general.h>
 #include <apr_strings.h>
@@ -88,6 +89,32 @@ static int count_stmts(sqlite3 *sq)
         n++;
     }
     return n;
+}
+
+/* Whether another thread can take sq's mutex now: a transaction holds it
+ * (store.c) and must give it back however the transaction ends, or the
+ * next request on that connection waits forever. */
+static void *try_mutex(void *sq)
+{
+    sqlite3_mutex *m = sqlite3_db_mutex(sq);
+
+    if (sqlite3_mutex_try(m) != SQLITE_OK) {
+        return NULL;
+    }
+    sqlite3_mutex_leave(m);
+    return sq;
+}
+
+static int mutex_free(sqlite3 *sq)
+{
+    pthread_t t;
+    void *got = NULL;
+
+    if (pthread_create(&t, NULL, try_mutex, sq) != 0) {
+        return 0;
+    }
+    pthread_join(t, &got);
+    return got == sq;
 }
 
 /* ---- projects and keys ------------------------------------------------ */
@@ -665,6 +692,31 @@ static void test_same_batch(tllm_db *db)
 }
 
 
+/* Every way a transaction ends gives the connection's mutex back: commit,
+ * rollback, a read, and a BEGIN that fails because another connection
+ * writes. Leaves sq's busy timeout short: the last test on it. */
+static void test_mutex_released(tllm_db *db, sqlite3 *sq, tllm_db *db2)
+{
+    tllm_analytics a;
+
+    CHECK(mutex_free(sq));
+    CHECK(tllm_store_write_begin(db) == TLLM_OK);
+    CHECK(!mutex_free(sq));
+    CHECK(tllm_store_write_commit(db) == TLLM_OK);
+    CHECK(mutex_free(sq));
+    CHECK(tllm_store_write_begin(db) == TLLM_OK);
+    tllm_store_write_rollback(db);
+    CHECK(mutex_free(sq));
+    CHECK(tllm_store_analytics(db, tp, NULL, NULL, now_us, &a) == TLLM_OK);
+    CHECK(mutex_free(sq));
+
+    CHECK(tllm_store_write_begin(db2) == TLLM_OK);
+    sqlite3_busy_timeout(sq, 10);
+    CHECK(tllm_store_write_begin(db) == TLLM_ERROR);
+    CHECK(mutex_free(sq));
+    tllm_store_write_rollback(db2);
+}
+
 /* A version 1 database with traces migrates to version 2: every row gets
  * its latency bucket, the histogram counts every row in all four scopes,
  * and the p95 read through it is the nearest rank of the rows. */
@@ -796,6 +848,7 @@ int main(void)
         CHECK(total == 21);
     }
     test_same_batch(db);
+    test_mutex_released(db, sq, db2);
     test_migrate_from_v1(apr_pstrcat(tp, path, "/v1.db", NULL));
 
     apr_pool_destroy(cp2);
