@@ -368,8 +368,8 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_ROLLUP_SCOPE] =
         "SELECT project_id, model_name, status, n, retries, slow, tokens,"
         " latency_sum FROM rollup_total WHERE " SCOPE,
-    /* GET /failures' three totals, summed by SQLite: a row of three
-     * columns, not three column reads (each a mutex round) per group. */
+    /* GET /failures' three totals, summed by SQLite: one row to read,
+     * not every group of the scope. */
     [ST_FLAGGED_TOTALS] =
         "SELECT SUM(CASE WHEN status = 'failed' THEN n ELSE 0 END),"
         " SUM(retried), SUM(slow) FROM rollup_total WHERE " SCOPE,
@@ -707,14 +707,15 @@ int tllm_store_migrate(tllm_db *db)
 
 int tllm__migrate_to(tllm_db *db, int target)
 {
+    if (target < 0 || target > TLLM_SCHEMA_VERSION) {
+        snprintf(db->errmsg, sizeof(db->errmsg), "no schema version %d",
+                 target);
+        return TLLM_ERROR;
+    }
     /* BEGIN IMMEDIATE takes the write lock before reading the version, so
      * of several processes starting at once one migrates and the others
      * then find the current version. */
     if (tllm__begin(db, 1) != TLLM_OK) {
-        return TLLM_ERROR;
-    }
-    if (target < 0 || target > TLLM_SCHEMA_VERSION) {
-        tllm__rollback(db);
         return TLLM_ERROR;
     }
     if (migrate_locked(db, target) != TLLM_OK) {

@@ -1,10 +1,9 @@
 """Directive validation at `httpd -t`."""
 import os
-
-import pytest
-
 import re
 import time
+
+import pytest
 
 from conftest import finish_server, start_server
 from httpd import httpd_t, module_path
