@@ -18,6 +18,7 @@
 #endif
 
 #include "child_memory.h"
+#include "store.h"
 
 APLOG_USE_MODULE(tracellm);
 
@@ -72,22 +73,50 @@ typedef struct {
     server_rec *s;
 } trimmer;
 
+/* Quiet for a whole interval after requests: the page caches of the
+ * child's idle connections go too (store_idle.c), once per quiet spell. */
+static void shrink_idle(trimmer *t)
+{
+    tllm_shrink_report rep;
+    int released;
+
+    tllm_store_shrink_idle(&rep);
+    released = malloc_trim(0);
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, t->s, "TLLM0019: child idle: "
+                 "SQLite memory %" APR_INT64_T_FMT " -> %" APR_INT64_T_FMT
+                 " bytes, %d connection(s) shrunk, %d busy; heap %s",
+                 (apr_int64_t)rep.bytes_before, (apr_int64_t)rep.bytes_after,
+                 rep.shrunk, rep.busy,
+                 released ? "trimmed" : "had nothing to trim");
+}
+
 static void *APR_THREAD_FUNC trim_loop(apr_thread_t *thread, void *data)
 {
     trimmer *t = data;
     apr_uint32_t seen = apr_atomic_read32(&served);
+    apr_uint32_t shrunk_at = seen;
 
     apr_thread_mutex_lock(t->lock);
     while (!t->stopping) {
+        apr_uint32_t now;
+
         apr_thread_cond_timedwait(t->wake, t->lock, TRIM_INTERVAL);
-        if (!t->stopping && apr_atomic_read32(&served) != seen) {
+        if (t->stopping) {
+            break;
+        }
+        now = apr_atomic_read32(&served);
+        if (now != seen) {
             int released;
 
-            seen = apr_atomic_read32(&served);
+            seen = now;
             released = malloc_trim(0);
             ap_log_error(APLOG_MARK, APLOG_TRACE1, 0, t->s,
                          "TLLM0018: heap trimmed (%s)",
                          released ? "memory released" : "nothing to release");
+        }
+        else if (now != shrunk_at) {
+            shrunk_at = now;
+            shrink_idle(t);
         }
     }
     apr_thread_mutex_unlock(t->lock);

@@ -510,6 +510,8 @@ static void tllm_child_init(apr_pool_t *pchild, server_rec *s)
 {
     tllm_write_lock_child_init(pchild, s);
     tllm_group_commit_child_init(pchild, s);
+    /* Before the trimming thread, which is stopped first at exit. */
+    tllm_store_child_init(pchild);
     tllm_child_memory_child_init(pchild, s);
 }
 

@@ -555,6 +555,7 @@ static apr_status_t db_cleanup(void *data)
     apr_hash_index_t *hi;
     int i;
 
+    tllm__idle_unregister(db);
     for (i = 0; i < ST__COUNT; i++) {
         sqlite3_finalize(db->stmt[i]);
         db->stmt[i] = NULL;
@@ -640,6 +641,7 @@ tllm_db *tllm_db_attach(apr_pool_t *conn_pool, sqlite3 *sq)
         != APR_SUCCESS) {
         return NULL;
     }
+    tllm__idle_register(db);
     return db;
 }
 

@@ -46,6 +46,21 @@ const char *tllm_db_errmsg(tllm_db *db);
  *  connection on to's behalf failed). */
 void tllm_db_copy_error(tllm_db *to, const tllm_db *from);
 
+/** child_init of an httpd child: from now on the connections attached in
+ *  this process are listed for tllm_store_shrink_idle (store_idle.c). */
+void tllm_store_child_init(apr_pool_t *pchild);
+
+typedef struct {
+    sqlite3_int64 bytes_before, bytes_after;  /* sqlite3_memory_used() */
+    int shrunk;         /* connections whose page cache was handed back */
+    int busy;           /* connections skipped: in a transaction */
+} tllm_shrink_report;
+
+/** Hand back the page cache of every listed connection that is not in a
+ *  transaction (sqlite3_db_release_memory); a busy one is skipped, not
+ *  waited for. Safe from any thread. */
+void tllm_store_shrink_idle(tllm_shrink_report *report);
+
 /** Create or migrate the schema to TLLM_SCHEMA_VERSION (idempotent, safe
  *  to run from several processes at once: BEGIN IMMEDIATE). */
 int tllm_store_migrate(tllm_db *db);

@@ -28,6 +28,8 @@ struct tllm_db {
     sqlite3_stmt *stmt[ST__COUNT]; /* prepared on first use */
     apr_hash_t *built;             /* SQL built from filters, by shape */
     int holds_mutex;               /* a transaction holds sq's mutex */
+    int registered;                /* in the child's list (store_idle.c) */
+    struct tllm_db *prev, *next;   /* that list */
     char errmsg[512];
 };
 
@@ -64,6 +66,11 @@ double tllm__bucket_floor(int64_t bucket);
 /* tllm_store_migrate, stopping at schema version target (tests build a
  * database of an older version with it). */
 int tllm__migrate_to(tllm_db *db, int target);
+
+/* Add db to the child's list of connections, or take it out before it
+ * closes (store_idle.c). Outside an httpd child, nothing is listed. */
+void tllm__idle_register(tllm_db *db);
+void tllm__idle_unregister(tllm_db *db);
 
 /* Bind s (NULL binds SQL NULL) to parameter i. */
 int tllm__bind_text(sqlite3_stmt *st, int i, const char *s);

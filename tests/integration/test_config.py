@@ -115,9 +115,9 @@ def test_cache_memory_only_at_server_level():
     assert rc != 0 and "TraceLLMCacheMemory" in out, out
 
 
-def _child_memory_log(extra):
+def _child_memory_log(extra, until="TLLM0018"):
     """Start a server with extra config, serve a few requests, and return
-    its error_log once the trimming thread has had its second."""
+    its error_log once the trimming thread has logged until."""
     srv = start_server("memory", extra_conf="LogLevel tracellm:trace1\n"
                        + extra)
     try:
@@ -129,12 +129,12 @@ def _child_memory_log(extra):
             assert r.status_code == 200, r.text
             assert api.get("/failures").status_code == 200
         deadline = time.monotonic() + 15
-        while "TLLM0018" not in srv.error_log_text():
+        while until not in srv.error_log_text():
             assert time.monotonic() < deadline, srv.error_log_text()[-2000:]
             time.sleep(0.2)
         return srv.error_log_text()
     finally:
-        finish_server(srv, allowed=[r"TLLM001[5-8]", r"\[tracellm:trace"])
+        finish_server(srv, allowed=[r"TLLM001[5-9]", r"\[tracellm:trace"])
 
 
 def test_children_bound_sqlite_memory_and_trim_the_heap():
@@ -150,3 +150,17 @@ def test_children_bound_sqlite_memory_and_trim_the_heap():
         str(8 << 20)}
     unlimited = _child_memory_log("TraceLLMCacheMemory 0")
     assert set(re.findall(r"limited to (\d+) bytes", unlimited)) == {"0"}
+
+
+def test_idle_children_hand_back_sqlite_page_caches():
+    """A child that has gone quiet after requests hands back the page
+    caches of its idle connections once (TLLM0019): SQLite's memory in
+    the child drops, and at least one connection was shrunk."""
+    log = _child_memory_log("", until="TLLM0019")
+    shrinks = [tuple(int(x) for x in m) for m in re.findall(
+        r"TLLM0019: child idle: SQLite memory (\d+) -> (\d+) bytes, "
+        r"(\d+) connection\(s\) shrunk, (\d+) busy", log)]
+    assert shrinks, log[-2000:]
+    # The child that served the requests had pages cached to give back.
+    assert any(after < before and shrunk >= 1
+               for before, after, shrunk, _ in shrinks), shrinks
