@@ -28,6 +28,7 @@ struct tllm_db {
     sqlite3_stmt *stmt[ST__COUNT]; /* prepared on first use */
     apr_hash_t *built;             /* SQL built from filters, by shape */
     int holds_mutex;               /* a transaction holds sq's mutex */
+    int page_size;                 /* for the WAL hook (store.c) */
     int registered;                /* in the child's list (store_idle.c) */
     struct tllm_db *prev, *next;   /* that list */
     char errmsg[512];
