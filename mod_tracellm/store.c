@@ -25,11 +25,11 @@
  * pages. With the default alone, the copying was a fifth of ingest's
  * time under the write lock (perf): the rollup pages and the
  * time-ordered indexes' last leaves, written by every commit, were
- * copied once per checkpoint. Longer
- * intervals copy each once for more traces: 200,000 traces went in at
- * 7,600/s with 1,000, 8,600-8,900 with 4,000, 9,400-9,800 with 8,000
- * and 10,100-10,300 with 16,000. An eighth keeps a small database's WAL
- * small; the WAL file keeps its largest size on disk. */
+ * copied once per checkpoint. Longer intervals copy each once for more
+ * traces: 200,000 traces went in at 7,600/s with 1,000, 8,600-8,900 with
+ * 4,000, 9,400-9,800 with 8,000 and 10,100-10,300 with 16,000. An eighth
+ * keeps a small database's WAL small; the WAL file keeps its largest size
+ * on disk. */
 #define TLLM_CHECKPOINT_MIN_PAGES 1000
 #define TLLM_CHECKPOINT_MAX_PAGES 16384
 #define TLLM_CHECKPOINT_DB_FRACTION 8
