@@ -172,12 +172,20 @@ int tllm_group_commit_put(request_rec *r, tllm_db *db,
                           int64_t *last_seq)
 {
     pending me = { db, traces, n, results, 0, TLLM_ERROR, 0, NULL };
+    int wal_pages, copied;
 
     if (queue_mutex) {
         lead_or_wait(r, db, &me);
     }
     else {
         write_group(r, db, &me);    /* a group of one */
+    }
+    /* Only a leader's commit asks for it; the rest of its group has been
+     * woken already. */
+    if (tllm_store_checkpoint_early(db, &wal_pages, &copied)) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "TLLM0020: WAL copied "
+                      "back outside the write lock: %d of %d pages",
+                      copied, wal_pages);
     }
     if (last_seq) {
         *last_seq = me.rv == TLLM_OK ? me.last_seq : 0;

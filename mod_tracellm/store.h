@@ -61,6 +61,14 @@ typedef struct {
  *  waited for. Safe from any thread. */
 void tllm_store_shrink_idle(tllm_shrink_report *report);
 
+/** Once a write transaction has ended and the write lock is released:
+ *  if its commit asked for it, copy the WAL back into the database now
+ *  (a passive checkpoint) while other writers go on, so that the
+ *  checkpoint under the lock has less to copy (store.c says when).
+ *  Returns 1 if it ran, with the WAL's pages and how many of them are now
+ *  copied; else 0. */
+int tllm_store_checkpoint_early(tllm_db *db, int *wal_pages, int *copied);
+
 /** Create or migrate the schema to TLLM_SCHEMA_VERSION (idempotent, safe
  *  to run from several processes at once: BEGIN IMMEDIATE). */
 int tllm_store_migrate(tllm_db *db);

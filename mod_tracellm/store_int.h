@@ -29,6 +29,7 @@ struct tllm_db {
     apr_hash_t *built;             /* SQL built from filters, by shape */
     int holds_mutex;               /* a transaction holds sq's mutex */
     int page_size;                 /* for the WAL hook (store.c) */
+    int checkpoint_early;          /* the hook asks for one after commit */
     int registered;                /* in the child's list (store_idle.c) */
     struct tllm_db *prev, *next;   /* that list */
     char errmsg[512];

@@ -2,6 +2,7 @@
 committing connection copies it back into the database file (store.c,
 wal_committed)."""
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,41 @@ def test_wal_is_checkpointed_once_it_holds_its_bound():
         assert api.traces(project_id=pid)["total"] == sent
     finally:
         finish_server(srv)
+
+
+def test_large_database_copies_the_wal_back_outside_the_write_lock():
+    """Above 128 MiB of database, the WAL's bound grows with it, and from
+    half the bound on a writer copies the WAL back after it has let go of
+    the write lock (TLLM0020), so the checkpoint under the lock has little
+    left. Fails if that never happens, or happens for a small database."""
+    srv = start_server("wal-large",
+                       extra_conf="LogLevel tracellm:debug\n")
+    try:
+        api = Api(srv.base)
+        pid, key = api.project()
+        db = Path(srv.data_dir) / "tracellm.db"
+        sent = 0
+        small = True
+        for batch in range(400):
+            r = api.post("/traces", headers={"X-API-Key": key}, json=[
+                {"prompt": "p%d-%d " % (batch, i) + "y" * 8000,
+                 "latency": 100 + i} for i in range(100)])
+            assert r.status_code == 200, r.text
+            sent += 100
+            log = srv.error_log_text()
+            if "TLLM0020" in log:
+                break
+            small = db.stat().st_size < 128 << 20
+        else:
+            pytest.fail("no early checkpoint after %d traces (%d bytes)"
+                        % (sent, db.stat().st_size))
+        # Before this batch the database was past 128 MiB: the early copy
+        # is for large databases only.
+        assert not small
+        copied = [(int(c), int(w)) for c, w in re.findall(
+            r"TLLM0020: WAL copied back outside the write lock: "
+            r"(\d+) of (\d+) pages", log)]
+        assert copied and all(0 < c <= w for c, w in copied), copied
+        assert api.traces(project_id=pid)["total"] == sent
+    finally:
+        finish_server(srv, allowed=[r"TLLM00(15|20)"])
