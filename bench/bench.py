@@ -45,7 +45,14 @@ import gen_traces  # noqa: E402
 THREADS, CONNECTIONS = 2, 32
 LOAD_CONNECTIONS = 4
 WRK_TIMEOUT = "10s"
-SETTLE = 2.0
+# At rest: a child's trimming thread ticks once a second; the tick after
+# requests stop trims the heap, and the next, after a whole quiet second,
+# hands back the idle connections' page caches (TLLM0019). That is 1 to 2
+# s after the last request (1.4 s in one log), later when requests are
+# still in flight as wrk stops. Read at 2.0 s, a run's soak showed each
+# child 40-90 MB above its reading after 10,000 requests, as if caches
+# were still held.
+SETTLE = 3.5
 
 
 class Report:
@@ -123,8 +130,9 @@ class Server:
         """RSS of the httpd children at rest: read SETTLE seconds after the
         load stopped, once each child's trimming thread (child_memory.c,
         once a second) has handed back what the requests in flight had
-        freed. Read at once, it also counts those requests' memory, which
-        depends on the concurrency and the moment, not on the count."""
+        freed, and its idle connections' page caches. Read at once, it
+        also counts those requests' memory, which depends on the
+        concurrency and the moment, not on the count."""
         time.sleep(SETTLE)
         per = {p: rss_kb(p) for p in self.httpd_children()}
         return sum(per.values()), per
