@@ -66,7 +66,7 @@ void tllm_store_shrink_idle(tllm_shrink_report *report);
  *  (a passive checkpoint) while other writers go on, so that the
  *  checkpoint under the lock has less to copy (store.c says when).
  *  Returns 1 if it ran, with the WAL's pages and how many of them are now
- *  copied; else 0. */
+ *  copied; 0 if not asked for, or another checkpoint was in the way. */
 int tllm_store_checkpoint_early(tllm_db *db, int *wal_pages, int *copied);
 
 /** Create or migrate the schema to TLLM_SCHEMA_VERSION (idempotent, safe
