@@ -760,7 +760,7 @@ def main():
                             CONNECTIONS))
     report("         raw SQLite:     %9.0f rows/s   (batch / raw = %.3f)" % (
         raw["tps"], ingest_ratio))
-    report("RSS of httpd children (at rest, %.0f s after the load): before "
+    report("RSS of httpd children (at rest, %.1f s after the load): before "
            "%d kB, after %d kB (per child: %s -> %s)" % (
                SETTLE, rss_before[0], rss_after[0],
                " ".join("%d" % v for v in rss_before[1].values()),
