@@ -49,9 +49,7 @@ WRK_TIMEOUT = "10s"
 # requests stop trims the heap, and the next, after a whole quiet second,
 # hands back the idle connections' page caches (TLLM0019). That is 1 to 2
 # s after the last request (1.4 s in one log), later when requests are
-# still in flight as wrk stops. Read at 2.0 s, a run's soak showed each
-# child 40-90 MB above its reading after 10,000 requests, as if caches
-# were still held.
+# still in flight as wrk stops.
 SETTLE = 3.5
 
 

@@ -631,6 +631,21 @@ static int pragma(sqlite3 *sq, const char *sql, const char *want,
     return ok;
 }
 
+/* A PRAGMA that answers one integer: 1 with it in *value, else 0 (the
+ * error stays on sq). Run once per connection or process: not cached. */
+static int pragma_int(sqlite3 *sq, const char *sql, int *value)
+{
+    sqlite3_stmt *st = NULL;
+    int ok = sqlite3_prepare_v2(sq, sql, -1, &st, NULL) == SQLITE_OK
+             && sqlite3_step(st) == SQLITE_ROW;
+
+    if (ok) {
+        *value = sqlite3_column_int(st, 0);
+    }
+    sqlite3_finalize(st);
+    return ok;
+}
+
 static int connection_setup(sqlite3 *sq)
 {
     /* First, so that switching to WAL waits for other writers. An
@@ -649,20 +664,6 @@ static int connection_setup(sqlite3 *sq)
            && pragma(sq, "PRAGMA temp_store=MEMORY", NULL, NULL)
            && pragma(sq, "PRAGMA foreign_keys=ON", NULL, NULL)
            && pragma(sq, "PRAGMA foreign_keys", "1", NULL);
-}
-
-/* The connection's page size, for sizing its WAL; 0 if unknown. */
-static int page_size(sqlite3 *sq)
-{
-    sqlite3_stmt *st = NULL;
-    int size = 0;
-
-    if (sqlite3_prepare_v2(sq, "PRAGMA page_size", -1, &st, NULL)
-        == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
-        size = sqlite3_column_int(st, 0);
-    }
-    sqlite3_finalize(st);
-    return size;
 }
 
 /* The WAL's bound for this database, in pages (TLLM_CHECKPOINT_*). */
@@ -754,7 +755,8 @@ tllm_db *tllm_db_attach(apr_pool_t *conn_pool, sqlite3 *sq)
         != APR_SUCCESS) {
         return NULL;
     }
-    db->page_size = page_size(sq);
+    /* For sizing the WAL (wal_committed); stays 0 if unknown. */
+    pragma_int(sq, "PRAGMA page_size", &db->page_size);
     sqlite3_wal_hook(sq, wal_committed, db);
     tllm__idle_register(db);
     return db;
@@ -764,23 +766,8 @@ tllm_db *tllm_db_attach(apr_pool_t *conn_pool, sqlite3 *sq)
 
 static int user_version(tllm_db *db, int *version)
 {
-    sqlite3_stmt *st;
-    int rc;
-
-    /* Read once per process start: not worth a cached statement. */
-    if (sqlite3_prepare_v2(db->sq, "PRAGMA user_version", -1, &st, NULL)
-        != SQLITE_OK) {
-        return tllm__fail(db, "read schema version");
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *version = sqlite3_column_int(st, 0);
-    }
-    else {
-        tllm__fail(db, "read schema version");
-    }
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? TLLM_OK : TLLM_ERROR;
+    return pragma_int(db->sq, "PRAGMA user_version", version)
+           ? TLLM_OK : tllm__fail(db, "read schema version");
 }
 
 static int migrate_locked(tllm_db *db, int target)

@@ -9,8 +9,9 @@
  * from the operating system's page cache all the time. Kept while the
  * child is idle, though, they are what a child's memory grows by: each
  * cache fills towards the child's budget (TraceLLMCacheMemory) only as
- * requests happen to touch different pages, which after the bench's
- * soak mix was 40 to 60 MB of a child's 175.
+ * requests happen to touch different pages: after 600,000 requests of
+ * the bench's soak mix, 40 to 61 MB of a child's 113 to 140 (malloc_info
+ * per child; BENCHMARKS.md as of f7751a2).
  */
 #include <apr_thread_mutex.h>
 
