@@ -134,6 +134,7 @@ int tllm_api_failures(tllm_req *q)
     tllm_failures f;
     tllm_db *db;
     tllm_sb sb;
+    apr_pool_t *bulk;
 
     tllm_params_init(&ps, q, NULL);
     tllm_param_int(&ps, "limit", TLLM_FAILURES_DEFAULT, 1, TLLM_FAILURES_MAX,
@@ -143,11 +144,12 @@ int tllm_api_failures(tllm_req *q)
         return tllm_send_invalid(q->r, json_object_get(ps.errors));
     }
     db = tllm_req_db(q);
-    if (!db || tllm_store_failures(db, q->r->pool, project_id, environment,
+    bulk = tllm_req_bulk_pool(q);
+    if (!db || tllm_store_failures(db, bulk, project_id, environment,
                                    (int)limit, &f) != TLLM_OK) {
         return tllm_send_store_error(q, db, "listing failures");
     }
-    tllm_sb_init(&sb, q->r->pool, 256 + f.failed->nelts + f.retried->nelts
+    tllm_sb_init(&sb, bulk, 256 + f.failed->nelts + f.retried->nelts
                                   + f.slow->nelts);
     tllm_sb_str(&sb, "{\"failed_traces\":");
     tllm_sb_texts(&sb, f.failed);

@@ -155,7 +155,7 @@ static void add_rejected(tllm_sb *sb, int *first, int index, int status,
 static int ingest_batch(tllm_req *q, tllm_db *db, const tllm_ingest_ctx *ctx,
                         json_object *items, int64_t *last_seq)
 {
-    apr_pool_t *p = q->r->pool;
+    apr_pool_t *p = tllm_req_bulk_pool(q);
     int n = (int)json_object_array_length(items);
     tllm_trace **valid = apr_pcalloc(p, sizeof(*valid) * (n + 1));
     int *index = apr_pcalloc(p, sizeof(*index) * (n + 1));

@@ -47,16 +47,18 @@ int tllm_api_traces_list(tllm_req *q)
     apr_array_header_t *items;
     tllm_db *db;
     tllm_sb sb;
+    apr_pool_t *bulk;
 
     if (parse_filter(q, &f, &limit)) {
         return OK;
     }
     db = tllm_req_db(q);
-    if (!db || tllm_store_traces_list(db, q->r->pool, &f, (int)limit, &total,
+    bulk = tllm_req_bulk_pool(q);
+    if (!db || tllm_store_traces_list(db, bulk, &f, (int)limit, &total,
                                       &items) != TLLM_OK) {
         return tllm_send_store_error(q, db, "listing traces");
     }
-    tllm_sb_init(&sb, q->r->pool, 64 + items->nelts);
+    tllm_sb_init(&sb, bulk, 64 + items->nelts);
     tllm_sb_str(&sb, "{\"total\":");
     tllm_sb_int(&sb, total);
     tllm_sb_str(&sb, ",\"items\":");

@@ -157,8 +157,63 @@ static void trim_start(apr_pool_t *pchild, server_rec *s)
 }
 #endif
 
+/* ---- the bulk allocator ------------------------------------------------ */
+
+/* One per child, behind a mutex, so that freed blocks are reused by
+ * whichever thread runs the next request, and what it keeps is bounded
+ * per child instead of per pooled connection. Debian's APR maps every
+ * allocator block with mmap: an allocator per request (its blocks
+ * unmapped at the end) took /failures from 11,100 to 3,800 req/s at -c32,
+ * the threads queueing on the kernel's mmap lock. Kept free: 8 MiB, the
+ * bulk of some 40 /failures answers (180 KB each) at once. */
+
+static apr_allocator_t *bulk_allocator;
+
+apr_allocator_t *tllm_child_bulk_allocator(void)
+{
+    return bulk_allocator;
+}
+
+static apr_status_t bulk_stop(void *data)
+{
+    (void)data;
+    apr_allocator_destroy(bulk_allocator);
+    bulk_allocator = NULL;
+    return APR_SUCCESS;
+}
+
+static void bulk_start(apr_pool_t *pchild, server_rec *s)
+{
+    apr_thread_mutex_t *lock;
+    apr_status_t rv;
+
+    if ((rv = apr_allocator_create(&bulk_allocator)) != APR_SUCCESS) {
+        bulk_allocator = NULL;
+    }
+    else if ((rv = apr_thread_mutex_create(&lock, APR_THREAD_MUTEX_DEFAULT,
+                                           pchild)) != APR_SUCCESS) {
+        apr_allocator_destroy(bulk_allocator);
+        bulk_allocator = NULL;
+    }
+    if (!bulk_allocator) {
+        /* Not fatal: bulk bytes come from the request pools. */
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
+                     "TLLM0021: cannot create the bulk allocator");
+        return;
+    }
+    apr_allocator_mutex_set(bulk_allocator, lock);
+    apr_allocator_max_free_set(bulk_allocator,
+                               (apr_size_t)TLLM_BULK_KEEP_KIB * 1024);
+    apr_pool_cleanup_register(pchild, NULL, bulk_stop,
+                              apr_pool_cleanup_null);
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "TLLM0022: requests' bulk "
+                 "bytes come from one allocator per child, keeping up to "
+                 "%d KiB free", TLLM_BULK_KEEP_KIB);
+}
+
 void tllm_child_memory_child_init(apr_pool_t *pchild, server_rec *s)
 {
+    bulk_start(pchild, s);
     /* Process-wide: any other SQLite user in this child shares it. */
     sqlite3_soft_heap_limit64(cache_limit_bytes);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "TLLM0017: SQLite memory "

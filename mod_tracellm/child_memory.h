@@ -27,6 +27,10 @@
  * SQLite's part from 40-49 MB a child to 5-7. The first requests after a
  * quiet spell read their pages from the operating system's cache again,
  * as they do after any write under WAL.
+ *
+ * Requests' bulk bytes (tllm_req_bulk_pool) come from one allocator per
+ * child that keeps at most TLLM_BULK_KEEP_KIB free, not from the
+ * connections' allocators, which keep up to MaxMemFree each.
  */
 #ifndef TLLM_CHILD_MEMORY_H
 #define TLLM_CHILD_MEMORY_H
@@ -35,6 +39,10 @@
 #include <http_config.h>
 
 #define TLLM_CACHE_MEMORY_DEFAULT_MIB 64
+
+/* Free blocks the bulk allocator keeps for the next requests (KiB);
+ * beyond it, freed blocks go back to the kernel at once. */
+#define TLLM_BULK_KEEP_KIB 8192
 
 /** pre_config: back to the default budget (a restart rereads the
  *  configuration). */
@@ -47,6 +55,10 @@ const char *tllm_child_memory_set_cache(cmd_parms *cmd, void *dconf,
 /** child_init: set the budget and start the trimming thread, which is
  *  stopped and joined when pchild is cleared. */
 void tllm_child_memory_child_init(apr_pool_t *pchild, server_rec *s);
+
+/** The child's allocator for requests' bulk bytes (tllm_req_bulk_pool),
+ *  shared by its threads, or NULL outside a child. */
+apr_allocator_t *tllm_child_bulk_allocator(void);
 
 /** log_transaction: note that a request was served. Always DECLINED. */
 int tllm_child_memory_note(request_rec *r);

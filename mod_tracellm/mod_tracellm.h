@@ -34,6 +34,7 @@ typedef struct {
     const char *param;          /* the decoded {id} segment, or NULL */
     apr_table_t *query;         /* decoded query parameters, last wins */
     int64_t now_us;             /* one "now" per request */
+    apr_pool_t *bulk;           /* tllm_req_bulk_pool's, NULL until asked */
 } tllm_req;
 
 typedef int (*tllm_route_fn)(tllm_req *q);

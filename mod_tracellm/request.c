@@ -17,6 +17,7 @@
 #include <apr_strings.h>
 
 #include "request.h"
+#include "child_memory.h"
 #include "jsonutil.h"
 #include "ttime.h"
 
@@ -24,6 +25,24 @@ APLOG_USE_MODULE(tracellm);
 
 #define TLLM_JSON_TYPE   "application/json; charset=utf-8"
 #define TLLM_JSON_DEPTH  64
+
+/* ---- the bulk pool ----------------------------------------------------- */
+
+apr_pool_t *tllm_req_bulk_pool(tllm_req *q)
+{
+    apr_allocator_t *allocator = tllm_child_bulk_allocator();
+
+    if (q->bulk) {
+        return q->bulk;
+    }
+    if (!allocator
+        || apr_pool_create_ex(&q->bulk, q->r->pool, NULL, allocator)
+           != APR_SUCCESS) {
+        return q->bulk = q->r->pool;
+    }
+    apr_pool_tag(q->bulk, "tracellm-bulk");
+    return q->bulk;
+}
 
 /* ---- string builder ---------------------------------------------------- */
 
@@ -547,7 +566,7 @@ static int too_large(tllm_req *q)
                                    q->conf->max_body));
 }
 
-/* Read the whole body into one pool buffer, counting as it arrives so a
+/* Read the whole body into one bulk-pool buffer, counting as it arrives so a
  * chunked body is stopped at the limit. Returns 0, or a status sent. */
 static int read_body(tllm_req *q, apr_off_t declared, char **buf,
                      apr_size_t *len)
@@ -558,7 +577,7 @@ static int read_body(tllm_req *q, apr_off_t declared, char **buf,
     tllm_sb sb;
     int seen_eos = 0;
 
-    tllm_sb_init(&sb, r->pool, declared > 0 ? (apr_size_t)declared + 1
+    tllm_sb_init(&sb, tllm_req_bulk_pool(q), declared > 0 ? (apr_size_t)declared + 1
                                             : 8192);
     while (!seen_eos) {
         apr_bucket *b;

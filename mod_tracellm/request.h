@@ -9,6 +9,15 @@
 #include <json.h>
 #include "mod_tracellm.h"
 
+/** The pool for a request's bulk bytes: bodies read, traces normalized,
+ *  stored bodies and responses built. A subpool of the request's, drawing
+ *  on the child's shared bulk allocator (child_memory.c), not on the
+ *  connection's: that one keeps what is freed, up to MaxMemFree (2 MB),
+ *  for every connection the MPM pools for reuse, and the soak's at-rest
+ *  RSS grew with each burst of new connections. The request pool if the
+ *  child has no bulk allocator. */
+apr_pool_t *tllm_req_bulk_pool(tllm_req *q);
+
 /* ---- responses --------------------------------------------------------- */
 
 /** A stored body placed in a response at data offset at, not copied. */

@@ -134,16 +134,20 @@ def _child_memory_log(extra, until="TLLM0018"):
             time.sleep(0.2)
         return srv.error_log_text()
     finally:
-        finish_server(srv, allowed=[r"TLLM001[5-9]", r"\[tracellm:trace"])
+        finish_server(srv, allowed=[r"TLLM00(1[5-9]|22)", r"\[tracellm:trace"])
 
 
 def test_children_bound_sqlite_memory_and_trim_the_heap():
     """Each child sets SQLite's soft heap limit (TLLM0017 reads it back
-    from SQLite) and its trimming thread runs after requests (TLLM0018)."""
+    from SQLite), makes its allocator for requests' bulk bytes (TLLM0022),
+    and its trimming thread runs after requests (TLLM0018)."""
     default = _child_memory_log("")
     limits = set(re.findall(r"TLLM0017: SQLite memory of this child "
                             r"limited to (\d+) bytes", default))
     assert limits == {str(64 << 20)}, limits
+    assert len(re.findall(r"TLLM0022: requests' bulk bytes come from one "
+                          r"allocator per child, keeping up to 8192 KiB",
+                          default)) == len(re.findall("TLLM0017", default))
     assert "TLLM0018: heap trimmed" in default
     custom = _child_memory_log("TraceLLMCacheMemory 8")
     assert set(re.findall(r"limited to (\d+) bytes", custom)) == {
