@@ -64,6 +64,118 @@ int tllm_child_memory_note(request_rec *r)
     return DECLINED;
 }
 
+/* ---- the bulk allocator ------------------------------------------------ */
+
+/* One per child, behind a mutex, so that freed blocks are reused by
+ * whichever thread runs the next request, and what it keeps is bounded
+ * per child instead of per pooled connection. Debian's APR maps every
+ * allocator block with mmap: an allocator per request (its blocks
+ * unmapped at the end) took /failures from 11,100 to 3,800 req/s at -c32,
+ * the threads queueing on the kernel's mmap lock. Kept free: 8 MiB, the
+ * bulk of some 40 /failures answers (180 KB each) at once. APR cannot
+ * hand back an allocator's free blocks, so an idle child with no bulk
+ * pool open replaces the allocator with a new one (bulk_renew_if_unused):
+ * what the busiest moment left kept does not stay for good. */
+
+static apr_thread_mutex_t *bulk_lock;    /* guards the two below */
+static apr_allocator_t *bulk_allocator;
+static int bulk_users;                   /* requests with a bulk pool */
+static apr_thread_mutex_t *block_lock;   /* the allocator's own */
+
+static apr_allocator_t *new_bulk_allocator(void)
+{
+    apr_allocator_t *allocator;
+
+    if (apr_allocator_create(&allocator) != APR_SUCCESS) {
+        return NULL;
+    }
+    apr_allocator_mutex_set(allocator, block_lock);
+    apr_allocator_max_free_set(allocator,
+                               (apr_size_t)TLLM_BULK_KEEP_KIB * 1024);
+    return allocator;
+}
+
+/* A cleanup of the request pool: it runs after the request's subpools,
+ * the bulk pool among them, have given their blocks back. */
+static apr_status_t bulk_user_done(void *data)
+{
+    (void)data;
+    if (bulk_lock) {
+        apr_thread_mutex_lock(bulk_lock);
+        bulk_users--;
+        apr_thread_mutex_unlock(bulk_lock);
+    }
+    return APR_SUCCESS;
+}
+
+apr_allocator_t *tllm_child_bulk_allocator(apr_pool_t *request_pool)
+{
+    apr_allocator_t *allocator;
+
+    if (!bulk_lock) {
+        return NULL;
+    }
+    apr_thread_mutex_lock(bulk_lock);
+    allocator = bulk_allocator;
+    bulk_users++;
+    apr_thread_mutex_unlock(bulk_lock);
+    apr_pool_cleanup_register(request_pool, NULL, bulk_user_done,
+                              apr_pool_cleanup_null);
+    return allocator;
+}
+
+/* 1 if the allocator was replaced, its free blocks unmapped. */
+static int bulk_renew_if_unused(void)
+{
+    apr_allocator_t *fresh;
+    int renewed = 0;
+
+    if (!bulk_lock) {
+        return 0;
+    }
+    apr_thread_mutex_lock(bulk_lock);
+    if (bulk_users == 0 && (fresh = new_bulk_allocator()) != NULL) {
+        apr_allocator_destroy(bulk_allocator);
+        bulk_allocator = fresh;
+        renewed = 1;
+    }
+    apr_thread_mutex_unlock(bulk_lock);
+    return renewed;
+}
+
+static apr_status_t bulk_stop(void *data)
+{
+    (void)data;
+    bulk_lock = NULL;
+    apr_allocator_destroy(bulk_allocator);
+    bulk_allocator = NULL;
+    return APR_SUCCESS;
+}
+
+static void bulk_start(apr_pool_t *pchild, server_rec *s)
+{
+    apr_thread_mutex_t *lock;
+    apr_status_t rv;
+
+    if ((rv = apr_thread_mutex_create(&lock, APR_THREAD_MUTEX_DEFAULT,
+                                      pchild)) != APR_SUCCESS
+        || (rv = apr_thread_mutex_create(&block_lock,
+                                         APR_THREAD_MUTEX_DEFAULT,
+                                         pchild)) != APR_SUCCESS
+        || (bulk_allocator = new_bulk_allocator()) == NULL) {
+        /* Not fatal: bulk bytes come from the request pools. */
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
+                     "TLLM0021: cannot create the bulk allocator");
+        return;
+    }
+    bulk_lock = lock;
+    apr_pool_cleanup_register(pchild, NULL, bulk_stop,
+                              apr_pool_cleanup_null);
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "TLLM0022: requests' bulk "
+                 "bytes come from one allocator per child, keeping up to "
+                 "%d KiB free", TLLM_BULK_KEEP_KIB);
+}
+
 #ifdef __GLIBC__
 typedef struct {
     apr_thread_t *thread;
@@ -78,15 +190,18 @@ typedef struct {
 static void shrink_idle(trimmer *t)
 {
     tllm_shrink_report rep;
-    int released;
+    int renewed, released;
 
     tllm_store_shrink_idle(&rep);
+    renewed = bulk_renew_if_unused();
     released = malloc_trim(0);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, t->s, "TLLM0019: child idle: "
                  "SQLite memory %" APR_INT64_T_FMT " -> %" APR_INT64_T_FMT
-                 " bytes, %d connection(s) shrunk, %d busy; heap %s",
+                 " bytes, %d connection(s) shrunk, %d statement(s)"
+                 " finalized, %d busy; bulk allocator %s; heap %s",
                  (apr_int64_t)rep.bytes_before, (apr_int64_t)rep.bytes_after,
-                 rep.shrunk, rep.busy,
+                 rep.shrunk, rep.statements, rep.busy,
+                 renewed ? "renewed" : "in use",
                  released ? "trimmed" : "had nothing to trim");
 }
 
@@ -156,60 +271,6 @@ static void trim_start(apr_pool_t *pchild, server_rec *s)
     apr_pool_cleanup_register(pchild, t, trim_stop, apr_pool_cleanup_null);
 }
 #endif
-
-/* ---- the bulk allocator ------------------------------------------------ */
-
-/* One per child, behind a mutex, so that freed blocks are reused by
- * whichever thread runs the next request, and what it keeps is bounded
- * per child instead of per pooled connection. Debian's APR maps every
- * allocator block with mmap: an allocator per request (its blocks
- * unmapped at the end) took /failures from 11,100 to 3,800 req/s at -c32,
- * the threads queueing on the kernel's mmap lock. Kept free: 8 MiB, the
- * bulk of some 40 /failures answers (180 KB each) at once. */
-
-static apr_allocator_t *bulk_allocator;
-
-apr_allocator_t *tllm_child_bulk_allocator(void)
-{
-    return bulk_allocator;
-}
-
-static apr_status_t bulk_stop(void *data)
-{
-    (void)data;
-    apr_allocator_destroy(bulk_allocator);
-    bulk_allocator = NULL;
-    return APR_SUCCESS;
-}
-
-static void bulk_start(apr_pool_t *pchild, server_rec *s)
-{
-    apr_thread_mutex_t *lock;
-    apr_status_t rv;
-
-    if ((rv = apr_allocator_create(&bulk_allocator)) != APR_SUCCESS) {
-        bulk_allocator = NULL;
-    }
-    else if ((rv = apr_thread_mutex_create(&lock, APR_THREAD_MUTEX_DEFAULT,
-                                           pchild)) != APR_SUCCESS) {
-        apr_allocator_destroy(bulk_allocator);
-        bulk_allocator = NULL;
-    }
-    if (!bulk_allocator) {
-        /* Not fatal: bulk bytes come from the request pools. */
-        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
-                     "TLLM0021: cannot create the bulk allocator");
-        return;
-    }
-    apr_allocator_mutex_set(bulk_allocator, lock);
-    apr_allocator_max_free_set(bulk_allocator,
-                               (apr_size_t)TLLM_BULK_KEEP_KIB * 1024);
-    apr_pool_cleanup_register(pchild, NULL, bulk_stop,
-                              apr_pool_cleanup_null);
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "TLLM0022: requests' bulk "
-                 "bytes come from one allocator per child, keeping up to "
-                 "%d KiB free", TLLM_BULK_KEEP_KIB);
-}
 
 void tllm_child_memory_child_init(apr_pool_t *pchild, server_rec *s)
 {

@@ -30,7 +30,8 @@
  *
  * Requests' bulk bytes (tllm_req_bulk_pool) come from one allocator per
  * child that keeps at most TLLM_BULK_KEEP_KIB free, not from the
- * connections' allocators, which keep up to MaxMemFree each.
+ * connections' allocators, which keep up to MaxMemFree each; a quiet
+ * child with no bulk pool open replaces it, unmapping what it kept.
  */
 #ifndef TLLM_CHILD_MEMORY_H
 #define TLLM_CHILD_MEMORY_H
@@ -56,9 +57,11 @@ const char *tllm_child_memory_set_cache(cmd_parms *cmd, void *dconf,
  *  stopped and joined when pchild is cleared. */
 void tllm_child_memory_child_init(apr_pool_t *pchild, server_rec *s);
 
-/** The child's allocator for requests' bulk bytes (tllm_req_bulk_pool),
- *  shared by its threads, or NULL outside a child. */
-apr_allocator_t *tllm_child_bulk_allocator(void);
+/** The child's allocator for a request's bulk bytes (tllm_req_bulk_pool),
+ *  shared by its threads, or NULL outside a child. The pool made with it
+ *  must be a subpool of request_pool: the allocator is counted as in use
+ *  until request_pool is cleared. */
+apr_allocator_t *tllm_child_bulk_allocator(apr_pool_t *request_pool);
 
 /** log_transaction: note that a request was served. Always DECLINED. */
 int tllm_child_memory_note(request_rec *r);

@@ -248,7 +248,9 @@ tllm_db *tllm_req_db(tllm_req *q)
     if (!db) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r,
                       "TLLM0004: could not set up the SQLite connection");
+        return NULL;
     }
+    tllm_store_use(db, q->r->pool);
     return db;
 }
 

@@ -30,11 +30,12 @@ APLOG_USE_MODULE(tracellm);
 
 apr_pool_t *tllm_req_bulk_pool(tllm_req *q)
 {
-    apr_allocator_t *allocator = tllm_child_bulk_allocator();
+    apr_allocator_t *allocator;
 
     if (q->bulk) {
         return q->bulk;
     }
+    allocator = tllm_child_bulk_allocator(q->r->pool);
     if (!allocator
         || apr_pool_create_ex(&q->bulk, q->r->pool, NULL, allocator)
            != APR_SUCCESS) {

@@ -580,24 +580,35 @@ void tllm__rollback(tllm_db *db)
 /* Runs before mod_dbd's own close cleanup on the same pool (cleanups run
  * in reverse order of registration), so sqlite3_close finds no open
  * statements. */
-static apr_status_t db_cleanup(void *data)
+int tllm__finalize_statements(tllm_db *db)
 {
-    tllm_db *db = data;
     apr_hash_index_t *hi;
-    int i;
+    int i, n = 0;
 
-    tllm__idle_unregister(db);
     for (i = 0; i < ST__COUNT; i++) {
+        n += db->stmt[i] != NULL;
         sqlite3_finalize(db->stmt[i]);
         db->stmt[i] = NULL;
     }
     for (hi = apr_hash_first(NULL, db->built); hi; hi = apr_hash_next(hi)) {
         void *val;
+        sqlite3_stmt **st;
 
         apr_hash_this(hi, NULL, NULL, &val);
-        sqlite3_finalize(*(sqlite3_stmt **)val);
-        *(sqlite3_stmt **)val = NULL;
+        st = val;
+        n += *st != NULL;
+        sqlite3_finalize(*st);
+        *st = NULL;
     }
+    return n;
+}
+
+static apr_status_t db_cleanup(void *data)
+{
+    tllm_db *db = data;
+
+    tllm__idle_unregister(db);
+    tllm__finalize_statements(db);
     return APR_SUCCESS;
 }
 

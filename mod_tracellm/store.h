@@ -53,12 +53,18 @@ void tllm_store_child_init(apr_pool_t *pchild);
 typedef struct {
     sqlite3_int64 bytes_before, bytes_after;  /* sqlite3_memory_used() */
     int shrunk;         /* connections whose page cache was handed back */
-    int busy;           /* connections skipped: in a transaction */
+    int busy;           /* connections skipped: in use */
+    int statements;     /* prepared statements finalized */
 } tllm_shrink_report;
 
-/** Hand back the page cache of every listed connection that is not in a
- *  transaction (sqlite3_db_release_memory); a busy one is skipped, not
- *  waited for. Safe from any thread. */
+/** A request uses db until request_pool is cleared: tllm_store_shrink_idle
+ *  leaves it alone meanwhile. Call before using its statements. */
+void tllm_store_use(tllm_db *db, apr_pool_t *request_pool);
+
+/** Hand back the page cache and the prepared statements of every listed
+ *  connection that no request uses and that is not in a transaction
+ *  (sqlite3_db_release_memory); a busy one is skipped, not waited for.
+ *  Safe from any thread. */
 void tllm_store_shrink_idle(tllm_shrink_report *report);
 
 /** Once a write transaction has ended and the write lock is released:

@@ -1,7 +1,8 @@
 /*
- * store_idle.c - the connections a child has attached, so that the child's
- * trimming thread (child_memory.c) can hand back the page caches of those
- * no request is using once the child has gone quiet.
+ * store_idle.c - the connections a child has attached, and whether a
+ * request uses each, so that the child's trimming thread (child_memory.c)
+ * can hand back the page caches and prepared statements of those no
+ * request is using once the child has gone quiet.
  *
  * A page cache does not keep its pages long anyway: in WAL mode a
  * connection drops its whole cache whenever another connection has
@@ -78,12 +79,40 @@ void tllm__idle_unregister(tllm_db *db)
     apr_thread_mutex_unlock(registry_lock);
 }
 
+static apr_status_t stop_using(void *data)
+{
+    tllm_db *db = data;
+
+    if (!registry_lock) {
+        return APR_SUCCESS;         /* the child is going: nothing to guard */
+    }
+    apr_thread_mutex_lock(registry_lock);
+    db->users--;
+    apr_thread_mutex_unlock(registry_lock);
+    return APR_SUCCESS;
+}
+
+void tllm_store_use(tllm_db *db, apr_pool_t *request_pool)
+{
+    if (!registry_lock || !db->registered) {
+        return;
+    }
+    /* Under the registry's lock, which the hand-back holds throughout:
+     * once this returns, no statement of db is finalized under its
+     * user's feet until the request pool is cleared. */
+    apr_thread_mutex_lock(registry_lock);
+    db->users++;
+    apr_thread_mutex_unlock(registry_lock);
+    apr_pool_cleanup_register(request_pool, db, stop_using,
+                              apr_pool_cleanup_null);
+}
+
 void tllm_store_shrink_idle(tllm_shrink_report *report)
 {
     tllm_db *db;
 
     report->bytes_before = sqlite3_memory_used();
-    report->shrunk = report->busy = 0;
+    report->shrunk = report->busy = report->statements = 0;
     if (registry_lock) {
         /* Held throughout, so no connection is closed while it shrinks:
          * closing takes this lock first (tllm__idle_unregister). */
@@ -91,14 +120,19 @@ void tllm_store_shrink_idle(tllm_shrink_report *report)
         for (db = attached; db; db = db->next) {
             sqlite3_mutex *m = sqlite3_db_mutex(db->sq);
 
-            /* A connection in a transaction holds its mutex (store.c):
-             * it is busy, and its pages are in use. Waiting for it would
-             * hold up every new connection of the child. One without a
-             * mutex may be in use by its thread at any moment. */
-            if (!m || sqlite3_mutex_try(m) != SQLITE_OK) {
+            /* One a request uses is busy, and so is one in a
+             * transaction, which holds its mutex (store.c): its pages
+             * are in use. Waiting for it would hold up every new
+             * connection of the child. One without a mutex may be in use
+             * by its thread at any moment. */
+            if (db->users || !m || sqlite3_mutex_try(m) != SQLITE_OK) {
                 report->busy++;
                 continue;
             }
+            /* The statements too: about 115 KB of a connection's 170,
+             * and a child keeps up to DBDMax connections (64 in the
+             * private httpd's configuration) once a burst opened them. */
+            report->statements += tllm__finalize_statements(db);
             sqlite3_db_release_memory(db->sq);
             sqlite3_mutex_leave(m);
             report->shrunk++;

@@ -31,6 +31,7 @@ struct tllm_db {
     int page_size;                 /* for the WAL hook (store.c) */
     int checkpoint_early;          /* the hook asks for one after commit */
     int registered;                /* in the child's list (store_idle.c) */
+    int users;                     /* requests using it (store_idle.c) */
     struct tllm_db *prev, *next;   /* that list */
     char errmsg[512];
 };
@@ -68,6 +69,10 @@ double tllm__bucket_floor(int64_t bucket);
 /* tllm_store_migrate, stopping at schema version target (tests build a
  * database of an older version with it). */
 int tllm__migrate_to(tllm_db *db, int target);
+
+/* Finalize db's cached statements, fixed and built; each is prepared
+ * again on its next use. Returns how many there were. */
+int tllm__finalize_statements(tllm_db *db);
 
 /* Add db to the child's list of connections, or take it out before it
  * closes (store_idle.c). Outside an httpd child, nothing is listed. */

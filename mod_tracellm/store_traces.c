@@ -133,8 +133,9 @@ typedef struct {
     int64_t tok_min, tok_max;
 } query;
 
-/* A cached built statement; st first: store.c's cleanup finalizes it
- * through the hash value as a sqlite3_stmt **. */
+/* A cached built statement; st first: store.c finalizes it through the
+ * hash value as a sqlite3_stmt ** and leaves it NULL (when the
+ * connection closes, or an idle child hands back its memory). */
 typedef struct {
     sqlite3_stmt *st;
     unsigned key;
@@ -153,7 +154,7 @@ static sqlite3_stmt *built(tllm_db *db, query_kind kind, unsigned mask)
     sqlite3_stmt *st;
     int i;
 
-    if (b) {
+    if (b && b->st) {
         return b->st;
     }
     len = (size_t)snprintf(sql, sizeof(sql), "%s%s%s", shape[kind].head,
@@ -167,15 +168,18 @@ static sqlite3_stmt *built(tllm_db *db, query_kind kind, unsigned mask)
     }
     snprintf(sql + len, sizeof(sql) - len, "%s", shape[kind].tail);
 
-    /* Allocated only on success: the connection's pool lives long. */
+    /* Allocated once per shape, on success: the connection's pool lives
+     * long. */
     st = tllm__prepare(db, sql);
     if (!st) {
         return NULL;
     }
-    b = apr_palloc(db->pool, sizeof(*b));
+    if (!b) {
+        b = apr_palloc(db->pool, sizeof(*b));
+        b->key = key;
+        apr_hash_set(db->built, &b->key, sizeof(b->key), b);
+    }
     b->st = st;
-    b->key = key;
-    apr_hash_set(db->built, &b->key, sizeof(b->key), b);
     return b->st;
 }
 

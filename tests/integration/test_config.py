@@ -7,7 +7,7 @@ import pytest
 
 from conftest import finish_server, start_server
 from httpd import httpd_t, module_path
-from support import Api
+from support import Api, uid
 
 pytestmark = pytest.mark.skipif(not os.path.isfile(module_path()),
                                 reason="module not built")
@@ -156,15 +156,63 @@ def test_children_bound_sqlite_memory_and_trim_the_heap():
     assert set(re.findall(r"limited to (\d+) bytes", unlimited)) == {"0"}
 
 
-def test_idle_children_hand_back_sqlite_page_caches():
+def _idle_answers(api, pid, tid):
+    """What the fixed and the built (filtered) statements answer."""
+    answers = {}
+    for path in (f"/traces/{tid}",
+                 f"/traces?project_id={pid}&status=failed&limit=5",
+                 f"/traces?project_id={pid}&token_min=3&token_max=7",
+                 f"/failures?project_id={pid}&limit=3",
+                 f"/analytics?project_id={pid}"):
+        r = api.get(path)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if path.startswith("/analytics"):
+            body.pop("charts")      # the hourly buckets move with the clock
+        answers[path] = body
+    return answers
+
+
+def test_idle_children_hand_back_page_caches_and_statements():
     """A child that has gone quiet after requests hands back the page
-    caches of its idle connections once (TLLM0019): SQLite's memory in
-    the child drops, and at least one connection was shrunk."""
-    log = _child_memory_log("", until="TLLM0019")
+    caches and the prepared statements of its idle connections, and the
+    blocks its bulk allocator kept, once (TLLM0019): SQLite's memory in
+    the child drops. The statements are
+    prepared again on their next use: the same reads answer the same, and
+    ingest still works."""
+    srv = start_server("idle", extra_conf="LogLevel tracellm:debug\n")
+    try:
+        api = Api(srv.base)
+        pid, key = api.project()
+        tid = f"idle-{uid()}"
+        traces = [{"trace_id": f"{tid}-{i}", "token_count": i,
+                   "status": "failed" if i % 3 == 0 else "success"}
+                  for i in range(10)]
+        r = api.post("/traces", headers={"X-API-Key": key}, json=traces)
+        assert r.status_code == 200, r.text
+        before = _idle_answers(api, pid, f"{tid}-3")
+        deadline = time.monotonic() + 15
+        while "TLLM0019" not in srv.error_log_text():
+            assert time.monotonic() < deadline, srv.error_log_text()[-2000:]
+            time.sleep(0.2)
+        time.sleep(2.5)             # every child that served has gone quiet
+        log = srv.error_log_text()
+        assert _idle_answers(api, pid, f"{tid}-3") == before
+        r = api.post("/traces", headers={"X-API-Key": key},
+                     json={"trace_id": f"{tid}-after", "token_count": 5})
+        assert r.status_code == 201, r.text
+        assert api.get(f"/traces/{tid}-after").status_code == 200
+    finally:
+        finish_server(srv, allowed=[r"TLLM00(1[5-9]|2[0-2])",
+                                    r"\[tracellm:debug"])
     shrinks = [tuple(int(x) for x in m) for m in re.findall(
         r"TLLM0019: child idle: SQLite memory (\d+) -> (\d+) bytes, "
-        r"(\d+) connection\(s\) shrunk, (\d+) busy", log)]
+        r"(\d+) connection\(s\) shrunk, (\d+) statement\(s\) finalized, "
+        r"(\d+) busy", log)]
     assert shrinks, log[-2000:]
-    # The child that served the requests had pages cached to give back.
-    assert any(after < before and shrunk >= 1
-               for before, after, shrunk, _ in shrinks), shrinks
+    # The child that served the requests had pages and statements to give
+    # back.
+    assert any(after < before and shrunk >= 1 and statements >= 1
+               for before, after, shrunk, statements, _ in shrinks), shrinks
+    # No bulk pool was open: the allocator's kept blocks went back too.
+    assert "busy; bulk allocator renewed; heap" in log, log[-2000:]
