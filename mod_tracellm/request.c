@@ -567,8 +567,9 @@ static int too_large(tllm_req *q)
                                    q->conf->max_body));
 }
 
-/* Read the whole body into one bulk-pool buffer, counting as it arrives so a
- * chunked body is stopped at the limit. Returns 0, or a status sent. */
+/* Read the whole body into one buffer of the bulk pool, counting as it
+ * arrives so a chunked body is stopped at the limit. Returns 0, or a
+ * status sent. */
 static int read_body(tllm_req *q, apr_off_t declared, char **buf,
                      apr_size_t *len)
 {
@@ -578,8 +579,8 @@ static int read_body(tllm_req *q, apr_off_t declared, char **buf,
     tllm_sb sb;
     int seen_eos = 0;
 
-    tllm_sb_init(&sb, tllm_req_bulk_pool(q), declared > 0 ? (apr_size_t)declared + 1
-                                            : 8192);
+    tllm_sb_init(&sb, tllm_req_bulk_pool(q),
+                 declared > 0 ? (apr_size_t)declared + 1 : 8192);
     while (!seen_eos) {
         apr_bucket *b;
         apr_status_t rv = ap_get_brigade(r->input_filters, bb,

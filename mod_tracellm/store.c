@@ -577,9 +577,6 @@ void tllm__rollback(tllm_db *db)
     free_mutex(db);
 }
 
-/* Runs before mod_dbd's own close cleanup on the same pool (cleanups run
- * in reverse order of registration), so sqlite3_close finds no open
- * statements. */
 int tllm__finalize_statements(tllm_db *db)
 {
     apr_hash_index_t *hi;
@@ -603,6 +600,9 @@ int tllm__finalize_statements(tllm_db *db)
     return n;
 }
 
+/* Runs before mod_dbd's own close cleanup on the same pool (cleanups run
+ * in reverse order of registration), so sqlite3_close finds no open
+ * statements. */
 static apr_status_t db_cleanup(void *data)
 {
     tllm_db *db = data;

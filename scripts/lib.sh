@@ -67,7 +67,8 @@ HTTPD="$(apxs -q SBINDIR 2>/dev/null)/$(apxs -q TARGET 2>/dev/null)"
 # (BENCHMARKS.md). On a system httpd, the same line goes in its
 # environment (Debian: /etc/apache2/envvars).
 start_httpd() {
-    GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.tcache_count=0" \
+    local tcache_off=glibc.malloc.tcache_count=0
+    GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}$tcache_off" \
         "$HTTPD" -f "$1/httpd.conf" -k start
 }
 
