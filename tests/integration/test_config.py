@@ -177,9 +177,8 @@ def test_idle_children_hand_back_page_caches_and_statements():
     """A child that has gone quiet after requests hands back the page
     caches and the prepared statements of its idle connections, and the
     blocks its bulk allocator kept, once (TLLM0019): SQLite's memory in
-    the child drops. The statements are
-    prepared again on their next use: the same reads answer the same, and
-    ingest still works."""
+    the child drops. The statements are prepared again on their next use:
+    the same reads answer the same, and ingest still works."""
     srv = start_server("idle", extra_conf="LogLevel tracellm:debug\n")
     try:
         api = Api(srv.base)
