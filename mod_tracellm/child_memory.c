@@ -124,7 +124,9 @@ apr_allocator_t *tllm_child_bulk_allocator(apr_pool_t *request_pool)
     return allocator;
 }
 
-/* 1 if the allocator was replaced, its free blocks unmapped. */
+#ifdef __GLIBC__
+/* 1 if the allocator was replaced, its free blocks unmapped. Called by
+ * the trimming thread, which only glibc builds have. */
 static int bulk_renew_if_unused(void)
 {
     apr_allocator_t *fresh;
@@ -142,6 +144,7 @@ static int bulk_renew_if_unused(void)
     apr_thread_mutex_unlock(bulk_lock);
     return renewed;
 }
+#endif
 
 static apr_status_t bulk_stop(void *data)
 {
