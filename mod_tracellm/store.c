@@ -50,6 +50,11 @@
 #define TLLM_CHECKPOINT_DB_FRACTION 8
 #define TLLM_CHECKPOINT_EARLY_STEPS 32
 
+/* The longest the checkpoint at the bound waits for readers to finish
+ * (checkpoint_at_bound), with every writer queued behind it: reads take
+ * a few ms, the slowest listings tens. */
+#define TLLM_CHECKPOINT_RESTART_WAIT_MS 100
+
 /* A minute in us: a key's last_used_at is refreshed at most
  * this often, so authenticating a busy key is not a write per request. */
 #define TLLM_TOUCH_INTERVAL_US INT64_C(60000000)
@@ -702,6 +707,37 @@ static sqlite3_int64 checkpoint_bound(tllm_db *db, const char *schema)
  * half the bound. Per process: two children may each copy once. */
 static volatile apr_uint32_t early_at;
 
+/* The WAL length below which a restart that timed out is not tried
+ * again; 0 = try at the bound. Per process, as early_at. */
+static volatile apr_uint32_t restart_retry_at;
+
+/* At the bound: copy the WAL back and start it over. A passive
+ * checkpoint copies only the frames no reader still needs, and the WAL
+ * starts over only once all of it is copied; with steady reads some
+ * reader has always begun before the last commit, so under a dashboard's
+ * load the WAL grew without end (7.5 GB beside a 10 GB database after the
+ * soaks, and the WAL's index, which every process maps, by 3 MB a
+ * process). RESTART waits for those readers (milliseconds); readers that
+ * begin meanwhile read the database file alone, and the WAL starts over
+ * at once. The wait is bounded, as the writers queue behind it: a reader
+ * held longer leaves the copy made so far (a passive one, in effect) and
+ * the next try a 32nd of the bound later, not at every commit. */
+static void checkpoint_at_bound(sqlite3 *sq, const char *schema, int pages,
+                                sqlite3_int64 bound)
+{
+    int rc;
+
+    if ((apr_uint32_t)pages < apr_atomic_read32(&restart_retry_at)) {
+        return;
+    }
+    sqlite3_busy_timeout(sq, TLLM_CHECKPOINT_RESTART_WAIT_MS);
+    rc = sqlite3_wal_checkpoint_v2(sq, schema, SQLITE_CHECKPOINT_RESTART,
+                                   NULL, NULL);
+    sqlite3_busy_timeout(sq, TLLM_BUSY_TIMEOUT_MS);
+    apr_atomic_set32(&restart_retry_at, rc == SQLITE_OK ? 0 : (apr_uint32_t)(
+        pages + bound / TLLM_CHECKPOINT_EARLY_STEPS));
+}
+
 /* sqlite3_wal_hook: after each commit, with the pages now in the WAL.
  * Replaces SQLite's fixed wal_autocheckpoint (TLLM_CHECKPOINT_*). */
 static int wal_committed(void *data, sqlite3 *sq, const char *schema,
@@ -712,15 +748,12 @@ static int wal_committed(void *data, sqlite3 *sq, const char *schema,
 
     if (pages < TLLM_CHECKPOINT_MIN_PAGES / 2) {
         apr_atomic_set32(&early_at, 0);     /* the WAL started over */
+        apr_atomic_set32(&restart_retry_at, 0);
         return SQLITE_OK;
     }
     bound = checkpoint_bound(db, schema);
     if (pages >= bound) {
-        /* Passive, as SQLite's own hook: never waits, and a reader or
-         * another checkpointer in the way only leaves it for a later
-         * commit. */
-        sqlite3_wal_checkpoint_v2(sq, schema, SQLITE_CHECKPOINT_PASSIVE,
-                                  NULL, NULL);
+        checkpoint_at_bound(sq, schema, pages, bound);
         apr_atomic_set32(&early_at, 0);
     }
     else if (bound <= TLLM_CHECKPOINT_MIN_PAGES || pages < bound / 2) {
