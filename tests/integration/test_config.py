@@ -140,7 +140,8 @@ def _child_memory_log(extra, until="TLLM0018"):
 def test_children_bound_sqlite_memory_and_trim_the_heap():
     """Each child sets SQLite's soft heap limit (TLLM0017 reads it back
     from SQLite), makes its allocator for requests' bulk bytes (TLLM0022),
-    and its trimming thread runs after requests (TLLM0018)."""
+    fixes glibc's trim and mmap thresholds (TLLM0023, from mallopt's
+    answers), and its trimming thread runs after requests (TLLM0018)."""
     default = _child_memory_log("")
     limits = set(re.findall(r"TLLM0017: SQLite memory of this child "
                             r"limited to (\d+) bytes", default))
@@ -148,6 +149,9 @@ def test_children_bound_sqlite_memory_and_trim_the_heap():
     assert len(re.findall(r"TLLM0022: requests' bulk bytes come from one "
                           r"allocator per child, keeping up to 8192 KiB",
                           default)) == len(re.findall("TLLM0017", default))
+    assert len(re.findall(r"TLLM0023: malloc thresholds fixed: trim 128 KiB, "
+                          r"mmap 512 KiB", default)) == len(
+                              re.findall("TLLM0017", default))
     assert "TLLM0018: heap trimmed" in default
     custom = _child_memory_log("TraceLLMCacheMemory 8")
     assert set(re.findall(r"limited to (\d+) bytes", custom)) == {
