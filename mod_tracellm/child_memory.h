@@ -18,7 +18,10 @@
  * thread runs the next request; request pools and buckets go when a
  * request ends. A thread per child calls malloc_trim(0) once a second
  * when requests were served since it last did: after the bench's soak mix
- * that gave back 40 MB of a child's 150 MB.
+ * that gave back 40 MB of a child's 150 MB. malloc_trim does not reach a
+ * thread arena's top, which goes back only when free() finds it past the
+ * trim threshold; the child fixes that threshold low (TLLM0023), as glibc
+ * would otherwise raise it with the largest block it has mapped.
  *
  * When a second has then passed with no request served, the thread also
  * hands back the page caches of the child's idle connections, once per

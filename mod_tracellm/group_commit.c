@@ -173,12 +173,21 @@ int tllm_group_commit_put(request_rec *r, tllm_db *db,
 {
     pending me = { db, traces, n, results, 0, TLLM_ERROR, 0, NULL };
     int wal_pages, copied;
+    tllm_wal_restart restart;
 
     if (queue_mutex) {
         lead_or_wait(r, db, &me);
     }
     else {
         write_group(r, db, &me);    /* a group of one */
+    }
+    if (tllm_store_wal_restart_report(db, &restart)) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "TLLM0025: WAL at its "
+                      "bound (%d pages) %s after %" APR_TIME_T_FMT " ms; %u "
+                      "request(s) held back meanwhile", restart.pages,
+                      restart.started_over ? "started over"
+                                           : "still read, not started over",
+                      apr_time_as_msec(restart.took), restart.held);
     }
     /* Only a leader's commit asks for it; the rest of its group has been
      * woken already. */

@@ -23,6 +23,7 @@
 #include "request.h"
 #include "ttime.h"
 #include "child_memory.h"
+#include "wal_drain.h"
 #include "write_lock.h"
 #include "group_commit.h"
 
@@ -225,10 +226,12 @@ const char *tllm_storage_type(void)
 
 tllm_db *tllm_req_db(tllm_req *q)
 {
-    ap_dbd_t *dbd = dbd_acquire(q->r);
+    ap_dbd_t *dbd;
     const char *driver;
     tllm_db *db;
 
+    tllm_wal_drain_wait();
+    dbd = dbd_acquire(q->r);
     if (!dbd) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r,
                       "TLLM0005: no database connection from mod_dbd "
@@ -448,6 +451,7 @@ static int tllm_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                                                     &tracellm_module);
     const char *main_db = NULL, *why;
     apr_hash_t *seen = apr_hash_make(ptemp);
+    apr_status_t rv;
     server_rec *vs;
 
     dbd_acquire = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_acquire);
@@ -464,6 +468,12 @@ static int tllm_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
                      "TLLM0009: cannot create the tracellm-write mutex");
         return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    rv = tllm_wal_drain_create(pconf);
+    if (rv != APR_SUCCESS) {
+        /* Not fatal: the WAL then starts over only between reads. */
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, "TLLM0024: cannot "
+                     "make the shared memory for the WAL's drains");
     }
     for (vs = s; vs; vs = vs->next) {
         const char *path = tllm_database_path(ptemp, vs, &why);

@@ -11,6 +11,7 @@
 #include <apr_atomic.h>
 #include <apr_strings.h>
 #include "store_int.h"
+#include "wal_drain.h"
 
 /* The pool userdata key under which a connection's tllm_db lives. */
 #define TLLM_DB_KEY "tllm_db"
@@ -51,9 +52,10 @@
 #define TLLM_CHECKPOINT_EARLY_STEPS 32
 
 /* The longest the checkpoint at the bound waits for readers to finish
- * (checkpoint_at_bound), with every writer queued behind it: reads take
- * a few ms, the slowest listings tens. */
-#define TLLM_CHECKPOINT_RESTART_WAIT_MS 100
+ * (checkpoint_at_bound), with every writer and new request queued behind
+ * it. Under the soak mix at -c32 on two cores, where a read takes 140 ms
+ * on average, it took 210-250 ms; 100 ms never sufficed there. */
+#define TLLM_CHECKPOINT_RESTART_WAIT_MS 500
 
 /* A minute in us: a key's last_used_at is refreshed at most
  * this often, so authenticating a busy key is not a write per request. */
@@ -717,25 +719,51 @@ static volatile apr_uint32_t restart_retry_at;
  * reader has always begun before the last commit, so under a dashboard's
  * load the WAL grew without end (7.5 GB beside a 10 GB database after the
  * soaks, and the WAL's index, which every process maps, by 3 MB a
- * process). RESTART waits for those readers (milliseconds); readers that
- * begin meanwhile read the database file alone, and the WAL starts over
- * at once. The wait is bounded, as the writers queue behind it: a reader
- * held longer leaves the copy made so far (a passive one, in effect) and
- * the next try a 32nd of the bound later, not at every commit. */
-static void checkpoint_at_bound(sqlite3 *sq, const char *schema, int pages,
+ * process). RESTART waits for those readers, while new requests are held
+ * back (wal_drain.h); readers that begin meanwhile read the database file
+ * alone, and the WAL starts over at once. The wait is bounded, as the
+ * writers queue behind it: readers held longer leave the copy made so
+ * far (a passive one, in effect) and the next try a 32nd of the bound
+ * later, not at every commit. */
+static void checkpoint_at_bound(tllm_db *db, sqlite3 *sq,
+                                const char *schema, int pages,
                                 sqlite3_int64 bound)
 {
+    const apr_interval_time_t budget =
+        apr_time_from_msec(TLLM_CHECKPOINT_RESTART_WAIT_MS);
+    apr_time_t started, deadline;
+    apr_interval_time_t left;
     int rc;
 
     if ((apr_uint32_t)pages < apr_atomic_read32(&restart_retry_at)) {
         return;
     }
-    sqlite3_busy_timeout(sq, TLLM_CHECKPOINT_RESTART_WAIT_MS);
-    rc = sqlite3_wal_checkpoint_v2(sq, schema, SQLITE_CHECKPOINT_RESTART,
-                                   NULL, NULL);
+    started = apr_time_now();
+    deadline = started + budget;
+    tllm_wal_drain_open(budget);
+    do {
+        left = deadline - apr_time_now();
+        sqlite3_busy_timeout(sq, left > 1000 ? (int)(left / 1000) : 1);
+        rc = sqlite3_wal_checkpoint_v2(sq, schema, SQLITE_CHECKPOINT_RESTART,
+                                       NULL, NULL);
+    } while (rc == SQLITE_BUSY && apr_time_now() < deadline);
+    db->restart.held = tllm_wal_drain_close();
     sqlite3_busy_timeout(sq, TLLM_BUSY_TIMEOUT_MS);
     apr_atomic_set32(&restart_retry_at, rc == SQLITE_OK ? 0 : (apr_uint32_t)(
         pages + bound / TLLM_CHECKPOINT_EARLY_STEPS));
+    db->restart_tried = 1;
+    db->restart.pages = pages;
+    db->restart.started_over = rc == SQLITE_OK;
+    db->restart.took = apr_time_now() - started;
+}
+
+int tllm_store_wal_restart_report(tllm_db *db, tllm_wal_restart *out)
+{
+    int tried = db->restart_tried;
+
+    db->restart_tried = 0;
+    *out = db->restart;
+    return tried;
 }
 
 /* sqlite3_wal_hook: after each commit, with the pages now in the WAL.
@@ -753,7 +781,7 @@ static int wal_committed(void *data, sqlite3 *sq, const char *schema,
     }
     bound = checkpoint_bound(db, schema);
     if (pages >= bound) {
-        checkpoint_at_bound(sq, schema, pages, bound);
+        checkpoint_at_bound(db, sq, schema, pages, bound);
         apr_atomic_set32(&early_at, 0);
     }
     else if (bound <= TLLM_CHECKPOINT_MIN_PAGES || pages < bound / 2) {

@@ -75,6 +75,19 @@ void tllm_store_shrink_idle(tllm_shrink_report *report);
  *  copied; 0 if not asked for, or another checkpoint was in the way. */
 int tllm_store_checkpoint_early(tllm_db *db, int *wal_pages, int *copied);
 
+/** How the last try to start the WAL over at its bound went (store.c,
+ *  checkpoint_at_bound). */
+typedef struct {
+    int pages;                  /* the WAL's length, in pages */
+    int started_over;           /* 0: readers still read at the deadline */
+    unsigned held;              /* requests held back meanwhile */
+    apr_interval_time_t took;
+} tllm_wal_restart;
+
+/** After a write: 1 if its commit tried to start the WAL over, with how
+ *  it went; 0 if it did not try. Either way the record is cleared. */
+int tllm_store_wal_restart_report(tllm_db *db, tllm_wal_restart *out);
+
 /** Create or migrate the schema to TLLM_SCHEMA_VERSION (idempotent, safe
  *  to run from several processes at once: BEGIN IMMEDIATE). */
 int tllm_store_migrate(tllm_db *db);

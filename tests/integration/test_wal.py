@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from conftest import finish_server, start_server
 from httpd import module_path
@@ -171,5 +172,63 @@ def test_wal_starts_over_beside_readers_that_never_pause():
         assert wal.stat().st_size < 1.5 * bound_bytes, (
             wal.stat().st_size, bound_bytes)
         assert api.traces(project_id=pid)["total"] == sent
+    finally:
+        finish_server(srv)
+
+
+def test_requests_are_held_back_while_the_wal_starts_over():
+    """In a child where a dozen requests read at once, every read slot of
+    the WAL stays held without a gap, so the checkpoint at the bound holds
+    new requests back until the readers already in have finished
+    (wal_drain.c). Here a reader outside httpd keeps its snapshot past the
+    checkpoint's deadline while requests keep coming: the checkpoint must
+    report that it held requests back and that the WAL is still read. Once
+    that reader lets go, a later checkpoint starts the WAL over. Fails if
+    requests are not held back, or the WAL never starts over."""
+    srv = start_server("wal-drain", extra_conf="LogLevel tracellm:debug\n")
+    stop = threading.Event()
+
+    def request_steadily():
+        session = requests.Session()
+        while not stop.is_set():
+            assert session.get(srv.base + "/traces?limit=1").status_code \
+                == 200
+
+    def post_until(api, key, pattern):
+        for batch in range(300):
+            r = api.post("/traces", headers={"X-API-Key": key}, json=[
+                {"prompt": "d%d-%d " % (batch, i) + "v" * 1500}
+                for i in range(100)])
+            assert r.status_code == 200, r.text
+            found = re.findall(pattern, srv.error_log_text())
+            if found:
+                return found, 100 * (batch + 1)
+        pytest.fail("no %r in the log" % pattern)
+
+    try:
+        api = Api(srv.base)
+        pid, key = api.project()
+        db = Path(srv.data_dir) / "tracellm.db"
+        requesters = [threading.Thread(target=request_steadily)
+                      for _ in range(4)]
+        for t in requesters:
+            t.start()
+        try:
+            reader = sqlite3.connect(str(db), isolation_level=None)
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM projects").fetchone()
+            held, sent = post_until(api, key, r"TLLM0025: WAL at its bound "
+                                    r"\(\d+ pages\) still read, not started "
+                                    r"over after \d+ ms; (\d+) request")
+            reader.execute("COMMIT")
+            reader.close()
+            over, more = post_until(api, key, r"TLLM0025: WAL at its bound "
+                                    r"\(\d+ pages\) started over")
+        finally:
+            stop.set()
+            for t in requesters:
+                t.join()
+        assert int(held[0]) > 0, held
+        assert api.traces(project_id=pid)["total"] == sent + more
     finally:
         finish_server(srv)
