@@ -137,11 +137,14 @@ def _child_memory_log(extra, until="TLLM0018"):
         finish_server(srv, allowed=[r"TLLM00(1[5-9]|22)", r"\[tracellm:trace"])
 
 
-def test_children_bound_sqlite_memory_and_trim_the_heap():
+def test_children_bound_sqlite_memory_and_trim_the_heap(monkeypatch):
     """Each child sets SQLite's soft heap limit (TLLM0017 reads it back
     from SQLite), makes its allocator for requests' bulk bytes (TLLM0022),
-    fixes glibc's trim and mmap thresholds (TLLM0023, from mallopt's
-    answers), and its trimming thread runs after requests (TLLM0018)."""
+    fixes glibc's trim and mmap thresholds and caps its arenas at two per
+    CPU (TLLM0023, from mallopt's answers), and its trimming thread runs
+    after requests (TLLM0018)."""
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     default = _child_memory_log("")
     limits = set(re.findall(r"TLLM0017: SQLite memory of this child "
                             r"limited to (\d+) bytes", default))
@@ -149,8 +152,10 @@ def test_children_bound_sqlite_memory_and_trim_the_heap():
     assert len(re.findall(r"TLLM0022: requests' bulk bytes come from one "
                           r"allocator per child, keeping up to 8192 KiB",
                           default)) == len(re.findall("TLLM0017", default))
+    arenas = 2 * os.sysconf("SC_NPROCESSORS_ONLN")
     assert len(re.findall(r"TLLM0023: malloc thresholds fixed: trim 128 KiB, "
-                          r"mmap 512 KiB", default)) == len(
+                          r"mmap 512 KiB; arenas: at most %d$" % arenas,
+                          default, re.M)) == len(
                               re.findall("TLLM0017", default))
     assert "TLLM0018: heap trimmed" in default
     custom = _child_memory_log("TraceLLMCacheMemory 8")
@@ -158,6 +163,15 @@ def test_children_bound_sqlite_memory_and_trim_the_heap():
         str(8 << 20)}
     unlimited = _child_memory_log("TraceLLMCacheMemory 0")
     assert set(re.findall(r"limited to (\d+) bytes", unlimited)) == {"0"}
+
+
+def test_children_keep_an_arena_cap_from_httpds_environment(monkeypatch):
+    """An administrator's MALLOC_ARENA_MAX in httpd's environment stays:
+    the children do not set their own cap (TLLM0023)."""
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    log = _child_memory_log("")
+    caps = re.findall(r"TLLM0023: .*; arenas: (.*)$", log, re.M)
+    assert caps and set(caps) == {"as httpd's environment sets"}, caps
 
 
 def _idle_answers(api, pid, tid):
