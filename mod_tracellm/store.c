@@ -741,12 +741,18 @@ static void checkpoint_at_bound(tllm_db *db, sqlite3 *sq,
     started = apr_time_now();
     deadline = started + budget;
     tllm_wal_drain_open(budget);
-    do {
+    for (;;) {
         left = deadline - apr_time_now();
         sqlite3_busy_timeout(sq, left > 1000 ? (int)(left / 1000) : 1);
         rc = sqlite3_wal_checkpoint_v2(sq, schema, SQLITE_CHECKPOINT_RESTART,
                                        NULL, NULL);
-    } while (rc == SQLITE_BUSY && apr_time_now() < deadline);
+        if (rc != SQLITE_BUSY || apr_time_now() >= deadline) {
+            break;
+        }
+        /* Another checkpoint (an early one, outside the write lock) makes
+         * this one return at once, without the busy handler: no spin. */
+        apr_sleep(apr_time_from_msec(1));
+    }
     db->restart.held = tllm_wal_drain_close();
     sqlite3_busy_timeout(sq, TLLM_BUSY_TIMEOUT_MS);
     apr_atomic_set32(&restart_retry_at, rc == SQLITE_OK ? 0 : (apr_uint32_t)(
