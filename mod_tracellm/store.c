@@ -54,7 +54,8 @@
 /* The longest the checkpoint at the bound waits for readers to finish
  * (checkpoint_at_bound), with every writer and new request queued behind
  * it. Under the soak mix at -c32 on two cores, where a read takes 140 ms
- * on average, it took 210-250 ms; 100 ms never sufficed there. */
+ * on average, it took 210-250 ms (with the drain); without the drain,
+ * 100 ms never sufficed there. */
 #define TLLM_CHECKPOINT_RESTART_WAIT_MS 500
 
 /* A minute in us: a key's last_used_at is refreshed at most
