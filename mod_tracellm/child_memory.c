@@ -222,16 +222,6 @@ static void shrink_idle(trimmer *t)
                  released ? "trimmed" : "had nothing to trim");
 }
 
-/* malloc_trim(0) hands back free pages in the middle of every arena, but
- * the top of a thread arena (all but the main one) only goes back on
- * free(), once it exceeds the trim threshold. glibc raises that
- * threshold to twice the largest mapped block ever freed, up to 64 MiB,
- * so in a long-lived child each of its arenas (16 on two cores) kept
- * the top of its busiest moment: a child's arenas grew from 11-12 MB
- * resident to 17-18 between 10,000 and 300,000 requests of the soak mix,
- * with malloc's memory in use flat. Fixed thresholds stop the raising;
- * the same soak left them flat (8.2-11.6 MB at the end against 8.8-10.2
- * at 10,000). */
 /* Each arena keeps its own free memory and its own fragments, so fewer
  * arenas hold less of both: with 4 on two cores (glibc's default is 16)
  * the soak mix's memory grew from 62 to 66 MB (the two children and the
@@ -239,7 +229,8 @@ static void shrink_idle(trimmer *t)
  * MB, and alternating runs of reads and single POSTs at -c32 were within
  * their noise of each other. A cap the administrator set in httpd's
  * environment (MALLOC_ARENA_MAX, or glibc.malloc.arena_max in
- * GLIBC_TUNABLES) stays. Returns the cap set, or 0. */
+ * GLIBC_TUNABLES) stays. Returns the cap set, 0 if the environment
+ * sets one, -1 if mallopt refused. */
 static int cap_arenas(void)
 {
     const char *tunables = getenv("GLIBC_TUNABLES");
@@ -250,10 +241,21 @@ static int cap_arenas(void)
         || (tunables && strstr(tunables, "glibc.malloc.arena_max"))) {
         return 0;
     }
-    return mallopt(M_ARENA_MAX, arenas) ? arenas : 0;
+    return mallopt(M_ARENA_MAX, arenas) ? arenas : -1;
 }
 
-/* Before the worker threads exist, so that no arena is made first. */
+/* malloc_trim(0) hands back free pages in the middle of every arena, but
+ * the top of a thread arena (all but the main one) only goes back on
+ * free(), once it exceeds the trim threshold. glibc raises that
+ * threshold to twice the largest mapped block ever freed, up to 64 MiB,
+ * so in a long-lived child each of its arenas (16 on two cores, before
+ * the cap above) kept the top of its busiest moment: a child's arenas
+ * grew from 11-12 MB resident to 17-18 between 10,000 and 300,000
+ * requests of the soak mix,
+ * with malloc's memory in use flat. Fixed thresholds stop the raising;
+ * the same soak left them flat (8.2-11.6 MB at the end against 8.8-10.2
+ * at 10,000). Set before the worker threads exist, so that no arena is
+ * made first. */
 static void tune_malloc(server_rec *s)
 {
     int mmap_ok = mallopt(M_MMAP_THRESHOLD, TLLM_MALLOC_MMAP_THRESHOLD);
@@ -261,8 +263,11 @@ static void tune_malloc(server_rec *s)
     int arenas = cap_arenas();
     char cap[32] = "as httpd's environment sets";
 
-    if (arenas) {
+    if (arenas > 0) {
         apr_snprintf(cap, sizeof(cap), "at most %d", arenas);
+    }
+    else if (arenas < 0) {
+        apr_cpystrn(cap, "NOT capped", sizeof(cap));
     }
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "TLLM0023: malloc "
                  "thresholds %s: trim %d KiB, mmap %d KiB; arenas: %s",
