@@ -43,7 +43,7 @@
  * checkpoint beside busy writers never reaches (checkpoints outside the
  * lock alone: 6,000 traces/s with a WAL that grew without end). On a
  * 4 GB database this took batches from 4,500 to 6,400-6,800 traces/s and
- * the single POSTs' p99 from 127 to 13-23 ms. Not below 128 MiB of
+ * the single POSTs' p99 from 127 to 13-23 ms. Not below 125 MiB of
  * database, where the bound is SQLite's default and a checkpoint short
  * anyway. */
 #define TLLM_CHECKPOINT_MIN_PAGES 1000
@@ -758,7 +758,6 @@ static void checkpoint_at_bound(tllm_db *db, sqlite3 *sq,
     sqlite3_busy_timeout(sq, TLLM_BUSY_TIMEOUT_MS);
     apr_atomic_set32(&restart_retry_at, rc == SQLITE_OK ? 0 : (apr_uint32_t)(
         pages + bound / TLLM_CHECKPOINT_EARLY_STEPS));
-    db->restart_tried = 1;
     db->restart.pages = pages;
     db->restart.started_over = rc == SQLITE_OK;
     db->restart.took = apr_time_now() - started;
@@ -766,11 +765,9 @@ static void checkpoint_at_bound(tllm_db *db, sqlite3 *sq,
 
 int tllm_store_wal_restart_report(tllm_db *db, tllm_wal_restart *out)
 {
-    int tried = db->restart_tried;
-
-    db->restart_tried = 0;
     *out = db->restart;
-    return tried;
+    db->restart.pages = 0;
+    return out->pages > 0;
 }
 
 /* sqlite3_wal_hook: after each commit, with the pages now in the WAL.

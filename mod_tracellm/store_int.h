@@ -30,8 +30,8 @@ struct tllm_db {
     int holds_mutex;               /* a transaction holds sq's mutex */
     int page_size;                 /* for the WAL hook (store.c) */
     int checkpoint_early;          /* the hook asks for one after commit */
-    int restart_tried;             /* the hook tried to restart the WAL: */
-    tllm_wal_restart restart;      /* how (tllm_store_wal_restart_report) */
+    tllm_wal_restart restart;      /* the hook's last try to restart the
+                                    * WAL; pages 0 = none since reported */
     int registered;                /* in the child's list (store_idle.c) */
     int users;                     /* requests using it (store_idle.c) */
     struct tllm_db *prev, *next;   /* that list */
