@@ -18,8 +18,11 @@ from support import Api
 pytestmark = pytest.mark.skipif(not os.path.isfile(module_path()),
                                 reason="module not built")
 
-# store.c: TLLM_CHECKPOINT_MIN_PAGES, the bound of a small database's WAL.
+# store.c: TLLM_CHECKPOINT_MIN_PAGES, the bound of a small database's WAL;
+# the bound is an eighth of the database (TLLM_CHECKPOINT_DB_FRACTION) in
+# 16 KiB pages, so it grows from 125 MiB of database on.
 MIN_PAGES = 1000
+LARGE_DB_BYTES = MIN_PAGES * 8 * 16384
 WAL_HEADER, FRAME_HEADER = 32, 24
 
 
@@ -28,6 +31,20 @@ def page_size(db):
     with open(db, "rb") as f:
         head = f.read(18)
     return int.from_bytes(head[16:18], "big")
+
+
+def wal_files(srv):
+    """The database file, its WAL, and the bytes of one WAL frame."""
+    db = Path(srv.data_dir) / "tracellm.db"
+    return db, db.with_name(db.name + "-wal"), page_size(db) + FRAME_HEADER
+
+
+def post_batch(api, key, tag, prompt_bytes):
+    """Ingest 100 traces whose prompts hold prompt_bytes of filler."""
+    r = api.post("/traces", headers={"X-API-Key": key}, json=[
+        {"prompt": "%s-%d " % (tag, i) + "x" * prompt_bytes,
+         "latency": 100 + i, "token_count": i} for i in range(100)])
+    assert r.status_code == 200, r.text
 
 
 def test_wal_is_checkpointed_once_it_holds_its_bound():
@@ -39,18 +56,13 @@ def test_wal_is_checkpointed_once_it_holds_its_bound():
     try:
         api = Api(srv.base)
         pid, key = api.project()
-        db = Path(srv.data_dir) / "tracellm.db"
-        wal = db.with_name(db.name + "-wal")
-        frame = page_size(db) + FRAME_HEADER
+        db, wal, frame = wal_files(srv)
         assert frame - FRAME_HEADER == 16384
         start = db.stat().st_size
         sent = 0
         wal_bytes = 0
         for batch in range(200):
-            r = api.post("/traces", headers={"X-API-Key": key}, json=[
-                {"prompt": "p%d-%d " % (batch, i) + "x" * 1500,
-                 "latency": 100 + i, "token_count": i} for i in range(100)])
-            assert r.status_code == 200, r.text
+            post_batch(api, key, "p%d" % batch, 1500)
             sent += 100
             if db.stat().st_size > start:
                 break
@@ -66,7 +78,7 @@ def test_wal_is_checkpointed_once_it_holds_its_bound():
 
 
 def test_large_database_copies_the_wal_back_outside_the_write_lock():
-    """Above 128 MiB of database, the WAL's bound grows with it, and from
+    """Above 125 MiB of database, the WAL's bound grows with it, and from
     half the bound on a writer copies the WAL back after it has let go of
     the write lock (TLLM0020), so the checkpoint under the lock has little
     left. Fails if that never happens, or happens for a small database."""
@@ -79,19 +91,16 @@ def test_large_database_copies_the_wal_back_outside_the_write_lock():
         sent = 0
         small = True
         for batch in range(400):
-            r = api.post("/traces", headers={"X-API-Key": key}, json=[
-                {"prompt": "p%d-%d " % (batch, i) + "y" * 8000,
-                 "latency": 100 + i} for i in range(100)])
-            assert r.status_code == 200, r.text
+            post_batch(api, key, "p%d" % batch, 8000)
             sent += 100
             log = srv.error_log_text()
             if "TLLM0020" in log:
                 break
-            small = db.stat().st_size < 128 << 20
+            small = db.stat().st_size <= LARGE_DB_BYTES
         else:
             pytest.fail("no early checkpoint after %d traces (%d bytes)"
                         % (sent, db.stat().st_size))
-        # Before this batch the database was past 128 MiB: the early copy
+        # Before this batch the database was past 125 MiB: the early copy
         # is for large databases only.
         assert not small
         copied = [(int(c), int(w)) for c, w in re.findall(
@@ -143,25 +152,20 @@ def test_wal_starts_over_beside_readers_that_never_pause():
     starting over. A passive checkpoint copies only the frames no reader
     still needs, and the WAL starts over only once all of it is copied:
     with a reader always in the middle of a snapshot, it grew without end
-    (7.5 GB after soaks on a 4 GB database). After three bounds' worth of
+    (7.5 GB after soaks beside a 10 GB database). After three bounds' worth of
     pages have been copied into the database, the WAL file must be under
     one and a half bounds; every trace is still there."""
     srv = start_server("wal-readers")
     try:
         api = Api(srv.base)
         pid, key = api.project()
-        db = Path(srv.data_dir) / "tracellm.db"
-        wal = db.with_name(db.name + "-wal")
-        frame = page_size(db) + FRAME_HEADER
+        db, wal, frame = wal_files(srv)
         bound_bytes = WAL_HEADER + MIN_PAGES * frame
         start = db.stat().st_size
         sent = 0
         with SteadyReaders(db) as readers:
             for batch in range(1000):
-                r = api.post("/traces", headers={"X-API-Key": key}, json=[
-                    {"prompt": "r%d-%d " % (batch, i) + "z" * 1500,
-                     "latency": 100 + i} for i in range(100)])
-                assert r.status_code == 200, r.text
+                post_batch(api, key, "r%d" % batch, 1500)
                 sent += 100
                 if db.stat().st_size - start > 3 * MIN_PAGES * frame:
                     break
@@ -196,10 +200,7 @@ def test_requests_are_held_back_while_the_wal_starts_over():
 
     def post_until(api, key, pattern):
         for batch in range(300):
-            r = api.post("/traces", headers={"X-API-Key": key}, json=[
-                {"prompt": "d%d-%d " % (batch, i) + "v" * 1500}
-                for i in range(100)])
-            assert r.status_code == 200, r.text
+            post_batch(api, key, "d%d" % batch, 1500)
             found = re.findall(pattern, srv.error_log_text())
             if found:
                 return found, 100 * (batch + 1)
@@ -208,7 +209,7 @@ def test_requests_are_held_back_while_the_wal_starts_over():
     try:
         api = Api(srv.base)
         pid, key = api.project()
-        db = Path(srv.data_dir) / "tracellm.db"
+        db = wal_files(srv)[0]
         requesters = [threading.Thread(target=request_steadily)
                       for _ in range(4)]
         for t in requesters:
