@@ -20,6 +20,7 @@
 #endif
 
 #include "child_memory.h"
+#include "dbd_expiry.h"
 #include "store.h"
 
 APLOG_USE_MODULE(tracellm);
@@ -196,15 +197,17 @@ static void bulk_start(apr_pool_t *pchild, server_rec *s)
 #ifdef __GLIBC__
 typedef struct {
     apr_thread_t *thread;
+    apr_pool_t *scratch;         /* the thread's own, for mod_dbd's check */
     apr_thread_mutex_t *lock;
     apr_thread_cond_t *wake;     /* signalled to stop */
     int stopping;                /* under lock */
     server_rec *s;
 } trimmer;
 
-/* Quiet for a whole interval after requests: the page caches of the
- * child's idle connections go too (store_idle.c), once per quiet spell. */
-static void shrink_idle(trimmer *t)
+/* Quiet for a whole interval after requests, or mod_dbd has just closed
+ * connections that were idle too long (dbd_expiry.h): the page caches of
+ * the child's idle connections go too (store_idle.c). */
+static void shrink_idle(trimmer *t, int closed)
 {
     tllm_shrink_report rep;
     int renewed, released;
@@ -215,9 +218,10 @@ static void shrink_idle(trimmer *t)
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, t->s, "TLLM0019: child idle: "
                  "SQLite memory %" APR_INT64_T_FMT " -> %" APR_INT64_T_FMT
                  " bytes, %d connection(s) shrunk, %d statement(s)"
-                 " finalized, %d busy; bulk allocator %s; heap %s",
+                 " finalized, %d busy, %d closed by mod_dbd;"
+                 " bulk allocator %s; heap %s",
                  (apr_int64_t)rep.bytes_before, (apr_int64_t)rep.bytes_after,
-                 rep.shrunk, rep.statements, rep.busy,
+                 rep.shrunk, rep.statements, rep.busy, closed,
                  renewed ? "renewed" : "in use",
                  released ? "trimmed" : "had nothing to trim");
 }
@@ -254,12 +258,21 @@ static int cap_arenas(void)
  * requests of the soak mix,
  * with malloc's memory in use flat. Fixed thresholds stop the raising;
  * the same soak left them flat (8.2-11.6 MB at the end against 8.8-10.2
- * at 10,000). Set before the worker threads exist, so that no arena is
+ * at 10,000).
+ *
+ * No fast bins either: malloc_trim first merges the small chunks they
+ * hold with their free neighbours, and where that reaches a thread
+ * arena's top, the top grows without the trim a free() would do, and
+ * malloc_trim never shrinks it. Children at rest after the soak mix kept
+ * tops of 1 to 25 MB that way, at random (gdb: one arena with a 16 MB
+ * top, untouched by a second malloc_trim); without fast bins, 0.8 MB
+ * each time. Set before the worker threads exist, so that no arena is
  * made first. */
 static void tune_malloc(server_rec *s)
 {
     int mmap_ok = mallopt(M_MMAP_THRESHOLD, TLLM_MALLOC_MMAP_THRESHOLD);
     int trim_ok = mallopt(M_TRIM_THRESHOLD, TLLM_MALLOC_TRIM_THRESHOLD);
+    int fast_ok = mallopt(M_MXFAST, 0);
     int arenas = cap_arenas();
     char cap[32] = "as httpd's environment sets";
 
@@ -270,8 +283,9 @@ static void tune_malloc(server_rec *s)
         apr_cpystrn(cap, "NOT capped", sizeof(cap));
     }
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "TLLM0023: malloc "
-                 "thresholds %s: trim %d KiB, mmap %d KiB; arenas: %s",
-                 mmap_ok && trim_ok ? "fixed" : "NOT fixed",
+                 "thresholds %s: trim %d KiB, mmap %d KiB, no fast bins;"
+                 " arenas: %s",
+                 mmap_ok && trim_ok && fast_ok ? "fixed" : "NOT fixed",
                  TLLM_MALLOC_TRIM_THRESHOLD / 1024,
                  TLLM_MALLOC_MMAP_THRESHOLD / 1024, cap);
 }
@@ -300,9 +314,14 @@ static void *APR_THREAD_FUNC trim_loop(apr_thread_t *thread, void *data)
                          "TLLM0018: heap trimmed (%s)",
                          released ? "memory released" : "nothing to release");
         }
-        else if (now != shrunk_at) {
-            shrunk_at = now;
-            shrink_idle(t);
+        else {
+            int closed = tllm_dbd_expire_idle(t->scratch);
+
+            apr_pool_clear(t->scratch);
+            if (now != shrunk_at || closed > 0) {
+                shrunk_at = now;
+                shrink_idle(t, closed);
+            }
         }
     }
     apr_thread_mutex_unlock(t->lock);
@@ -320,6 +339,7 @@ static apr_status_t trim_stop(void *data)
     apr_thread_cond_signal(t->wake);
     apr_thread_mutex_unlock(t->lock);
     apr_thread_join(&rv, t->thread);
+    apr_pool_destroy(t->scratch);
     return APR_SUCCESS;
 }
 
@@ -329,14 +349,20 @@ static void trim_start(apr_pool_t *pchild, server_rec *s)
     apr_status_t rv;
 
     t->s = s;
-    if ((rv = apr_thread_mutex_create(&t->lock, APR_THREAD_MUTEX_DEFAULT,
-                                      pchild)) != APR_SUCCESS
+    /* With an allocator of its own: pchild's has no mutex. */
+    if ((rv = apr_pool_create_unmanaged_ex(&t->scratch, NULL,
+                                           NULL)) != APR_SUCCESS
+        || (rv = apr_thread_mutex_create(&t->lock, APR_THREAD_MUTEX_DEFAULT,
+                                         pchild)) != APR_SUCCESS
         || (rv = apr_thread_cond_create(&t->wake, pchild)) != APR_SUCCESS
         || (rv = apr_thread_create(&t->thread, NULL, trim_loop, t,
                                    pchild)) != APR_SUCCESS) {
         /* Not fatal: the child works, its RSS is only larger. */
         ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
                      "TLLM0016: cannot start the heap trimming thread");
+        if (t->scratch) {
+            apr_pool_destroy(t->scratch);
+        }
         return;
     }
     apr_pool_cleanup_register(pchild, t, trim_stop, apr_pool_cleanup_null);

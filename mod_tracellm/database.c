@@ -25,30 +25,41 @@ typedef struct {
     dbd_cfg_t *cfg;
 } dbd_server_head;
 
-const char *tllm_database_path(apr_pool_t *p, server_rec *s,
-                               const char **why)
+const dbd_cfg_t *tllm_database_cfg(server_rec *s)
 {
     module *dbd = ap_find_linked_module("mod_dbd.c");
     const dbd_server_head *head;
 
     if (!dbd) {
-        *why = "mod_dbd is not loaded";
         return NULL;
     }
     head = ap_get_module_config(s->module_config, dbd);
     if (!head || !head->cfg || head->cfg->server != s) {
-        *why = "cannot read mod_dbd's configuration";
         return NULL;
     }
-    if (!head->cfg->name || strcmp(head->cfg->name, "sqlite3") != 0) {
+    return head->cfg;
+}
+
+const char *tllm_database_path(apr_pool_t *p, server_rec *s,
+                               const char **why)
+{
+    const dbd_cfg_t *cfg = tllm_database_cfg(s);
+
+    if (!cfg) {
+        *why = ap_find_linked_module("mod_dbd.c")
+               ? "cannot read mod_dbd's configuration"
+               : "mod_dbd is not loaded";
+        return NULL;
+    }
+    if (!cfg->name || strcmp(cfg->name, "sqlite3") != 0) {
         *why = "DBDriver must be sqlite3";
         return NULL;
     }
-    if (!head->cfg->params || !*head->cfg->params) {
+    if (!cfg->params || !*cfg->params) {
         *why = "DBDParams must name the SQLite file";
         return NULL;
     }
-    return apr_pstrdup(p, head->cfg->params);
+    return apr_pstrdup(p, cfg->params);
 }
 
 /* Give path to httpd's User, if we are root and it exists. */

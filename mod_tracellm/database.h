@@ -7,6 +7,12 @@
 #define TLLM_DATABASE_H
 
 #include <httpd.h>
+#include <apr_dbd.h>
+#include <mod_dbd.h>
+
+/** mod_dbd's configuration of server s, or NULL if mod_dbd is not loaded
+ *  or its configuration is not laid out as this module expects. */
+const dbd_cfg_t *tllm_database_cfg(server_rec *s);
 
 /** The SQLite file mod_dbd is configured with for server s (DBDParams of
  *  DBDriver sqlite3), or NULL if mod_dbd is not configured with sqlite3

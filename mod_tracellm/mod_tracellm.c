@@ -23,6 +23,7 @@
 #include "request.h"
 #include "ttime.h"
 #include "child_memory.h"
+#include "dbd_expiry.h"
 #include "wal_drain.h"
 #include "write_lock.h"
 #include "group_commit.h"
@@ -524,6 +525,7 @@ static void tllm_child_init(apr_pool_t *pchild, server_rec *s)
     tllm_group_commit_child_init(pchild, s);
     /* Before the trimming thread, which is stopped first at exit. */
     tllm_store_child_init(pchild);
+    tllm_dbd_expiry_child_init(pchild, s);
     tllm_child_memory_child_init(pchild, s);
 }
 

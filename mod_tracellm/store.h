@@ -61,6 +61,10 @@ typedef struct {
  *  leaves it alone meanwhile. Call before using its statements. */
 void tllm_store_use(tllm_db *db, apr_pool_t *request_pool);
 
+/** How many connections are listed: attached in this child and not yet
+ *  closed. */
+int tllm_store_attached(void);
+
 /** Hand back the page cache and the prepared statements of every listed
  *  connection that no request uses and that is not in a transaction
  *  (sqlite3_db_release_memory); a busy one is skipped, not waited for.

@@ -107,6 +107,21 @@ void tllm_store_use(tllm_db *db, apr_pool_t *request_pool)
                               apr_pool_cleanup_null);
 }
 
+int tllm_store_attached(void)
+{
+    int n = 0;
+    tllm_db *db;
+
+    if (registry_lock) {
+        apr_thread_mutex_lock(registry_lock);
+        for (db = attached; db; db = db->next) {
+            n++;
+        }
+        apr_thread_mutex_unlock(registry_lock);
+    }
+    return n;
+}
+
 void tllm_store_shrink_idle(tllm_shrink_report *report)
 {
     tllm_db *db;
@@ -131,7 +146,8 @@ void tllm_store_shrink_idle(tllm_shrink_report *report)
             }
             /* The statements too: about 115 KB of a connection's 170,
              * and a child keeps up to DBDMax connections (64 in the
-             * private httpd's configuration) once a burst opened them. */
+             * private httpd's configuration) once a burst opened them,
+             * until they have been idle for DBDExptime (dbd_expiry.h). */
             report->statements += tllm__finalize_statements(db);
             sqlite3_db_release_memory(db->sq);
             sqlite3_mutex_leave(m);

@@ -2,6 +2,7 @@
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -154,7 +155,7 @@ def test_children_bound_sqlite_memory_and_trim_the_heap(monkeypatch):
                           default)) == len(re.findall("TLLM0017", default))
     arenas = 2 * os.sysconf("SC_NPROCESSORS_ONLN")
     assert len(re.findall(r"TLLM0023: malloc thresholds fixed: trim 128 KiB, "
-                          r"mmap 512 KiB; arenas: at most %d$" % arenas,
+                          r"mmap 512 KiB, no fast bins; arenas: at most %d$" % arenas,
                           default, re.M)) == len(
                               re.findall("TLLM0017", default))
     assert "TLLM0018: heap trimmed" in default
@@ -197,7 +198,10 @@ def test_idle_children_hand_back_page_caches_and_statements():
     blocks its bulk allocator kept, once (TLLM0019): SQLite's memory in
     the child drops. The statements are prepared again on their next use:
     the same reads answer the same, and ingest still works."""
-    srv = start_server("idle", extra_conf="LogLevel tracellm:debug\n")
+    # Connections that outlive the quiet spell (the private
+    # configuration's DBDExptime 1 would close them first).
+    srv = start_server("idle", extra_conf="LogLevel tracellm:debug\n"
+                       "DBDExptime 300\n")
     try:
         api = Api(srv.base)
         pid, key = api.project()
@@ -232,4 +236,43 @@ def test_idle_children_hand_back_page_caches_and_statements():
     assert any(after < before and shrunk >= 1 and statements >= 1
                for before, after, shrunk, statements, _ in shrinks), shrinks
     # No bulk pool was open: the allocator's kept blocks went back too.
-    assert "busy; bulk allocator renewed; heap" in log, log[-2000:]
+    assert "closed by mod_dbd; bulk allocator renewed; heap" in log, \
+        log[-2000:]
+
+def _closed_after_a_burst(exptime):
+    """Open several connections in the children at once, go quiet, and
+    return the counts TLLM0019 gives of connections mod_dbd closed."""
+    srv = start_server("expiry", extra_conf="LogLevel tracellm:debug\n"
+                       f"DBDExptime {exptime}\n")
+    try:
+        api = Api(srv.base)
+        pid, _ = api.project()
+
+        def read(_):
+            # Each request in flight at once holds its own connection.
+            for _ in range(20):
+                assert Api(srv.base).get(
+                    f"/failures?project_id={pid}").status_code == 200
+
+        with ThreadPoolExecutor(24) as pool:
+            list(pool.map(read, range(24)))
+        # The first quiet second shrinks; DBDExptime 1 has passed by the
+        # next; 300 has not by any of the three after it.
+        time.sleep(4.5)
+        log = srv.error_log_text()
+    finally:
+        finish_server(srv, allowed=[r"TLLM00(1[5-9]|2[0-2])",
+                                    r"\[tracellm:debug"])
+    closed = [int(n) for n in re.findall(
+        r"TLLM0019: child idle: .*, (\d+) closed by mod_dbd;", log)]
+    assert closed, log[-2000:]
+    return closed
+
+
+def test_quiet_children_let_mod_dbd_close_idle_connections():
+    """mod_dbd closes a connection idle for DBDExptime only when a request
+    takes or gives one back. A quiet child's trimming thread does that
+    each second, so the connections a burst opened are closed once idle
+    that long (TLLM0019 counts them), not kept until the next request."""
+    assert max(_closed_after_a_burst(1)) >= 2
+    assert set(_closed_after_a_burst(300)) == {0}
