@@ -295,6 +295,7 @@ static void *APR_THREAD_FUNC trim_loop(apr_thread_t *thread, void *data)
     trimmer *t = data;
     apr_uint32_t seen = apr_atomic_read32(&served);
     apr_uint32_t shrunk_at = seen;
+    int quiet = 0;               /* intervals in a row with no request */
 
     apr_thread_mutex_lock(t->lock);
     while (!t->stopping) {
@@ -309,13 +310,15 @@ static void *APR_THREAD_FUNC trim_loop(apr_thread_t *thread, void *data)
             int released;
 
             seen = now;
+            quiet = 0;
             released = malloc_trim(0);
             ap_log_error(APLOG_MARK, APLOG_TRACE1, 0, t->s,
                          "TLLM0018: heap trimmed (%s)",
                          released ? "memory released" : "nothing to release");
         }
         else {
-            int closed = tllm_dbd_expire_idle(t->scratch);
+            /* The last request ended at least quiet seconds ago. */
+            int closed = tllm_dbd_expire_idle(t->scratch, ++quiet);
 
             apr_pool_clear(t->scratch);
             if (now != shrunk_at || closed > 0) {

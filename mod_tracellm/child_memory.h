@@ -25,9 +25,9 @@
  *
  * When a second has then passed with no request served, the thread also
  * hands back the page caches of the child's idle connections, once per
- * quiet spell (store_idle.c), and trims again. Each quiet second it lets
- * mod_dbd close the connections idle for longer than DBDExptime
- * (dbd_expiry.h), and trims again when it did. At rest after 200,000
+ * quiet spell (store_idle.c), and trims again. Once the child has been
+ * quiet for DBDExptime, it lets mod_dbd close the connections idle that
+ * long (dbd_expiry.h), and hands back and trims again if it did. At rest after 200,000
  * traces and the cases, that took the two children from 230 MB to 184 MB,
  * SQLite's part from 40-49 MB a child to 5-7. The first requests after a
  * quiet spell read their pages from the operating system's cache again,

@@ -16,13 +16,20 @@
 static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open;
 static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close;
 
-/* The servers whose pools can expire; NULL-terminated. */
-static server_rec **expiring;
+/* The servers whose pools can expire, and their DBDExptime. */
+typedef struct {
+    server_rec *s;
+    int exptime;
+} expiring_pool;
+
+static apr_array_header_t *expiring;
 
 void tllm_dbd_expiry_child_init(apr_pool_t *pchild, server_rec *s)
 {
-    apr_array_header_t *list = apr_array_make(pchild, 4, sizeof(s));
+    apr_array_header_t *list = apr_array_make(pchild, 4,
+                                              sizeof(expiring_pool));
     const dbd_cfg_t *cfg;
+    expiring_pool *pool;
     const char *why;
     server_rec *vs;
 
@@ -38,23 +45,38 @@ void tllm_dbd_expiry_child_init(apr_pool_t *pchild, server_rec *s)
         cfg = tllm_database_cfg(vs);
         if (cfg && tllm_database_path(pchild, vs, &why) && cfg->persist
             && cfg->exptime > 0) {
-            *(server_rec **)apr_array_push(list) = vs;
+            pool = apr_array_push(list);
+            pool->s = vs;
+            pool->exptime = cfg->exptime;
         }
     }
-    *(server_rec **)apr_array_push(list) = NULL;
-    expiring = (server_rec **)list->elts;
+    expiring = list;
 }
 
-int tllm_dbd_expire_idle(apr_pool_t *pool)
+int tllm_dbd_expire_idle(apr_pool_t *pool, int quiet_seconds)
 {
     int before = tllm_store_attached();
-    server_rec **vs;
+    const expiring_pool *each;
     ap_dbd_t *dbd;
+    int i;
 
-    for (vs = expiring; vs && *vs; vs++) {
-        dbd = dbd_open(pool, *vs);
+    /* None a request used is open: what is left is the one a take below
+     * opened, or mod_dbd's DBDMin. Taking that once it has expired would
+     * close it and open another, again and again while the child is
+     * quiet. */
+    if (!expiring || before == 0) {
+        return 0;
+    }
+    for (i = 0; i < expiring->nelts; i++) {
+        each = &APR_ARRAY_IDX(expiring, i, expiring_pool);
+        /* Not before: each take would make the connection it gives back
+         * the most recently used, and so never expired. */
+        if (quiet_seconds < each->exptime) {
+            continue;
+        }
+        dbd = dbd_open(pool, each->s);
         if (dbd) {
-            dbd_close(*vs, dbd);
+            dbd_close(each->s, dbd);
         }
     }
     return before - tllm_store_attached();

@@ -12,10 +12,11 @@
  * grew from 19 to 32 connections over 300,000 requests, and its memory
  * at rest with it.
  *
- * Each second it is quiet, the child's trimming thread (child_memory.c)
- * takes a connection from the pool and gives it back, as the next request
- * would: mod_dbd then closes the connections idle for longer than
- * DBDExptime, and the memory goes back with the next trim.
+ * Once a child has been quiet for DBDExptime, its trimming thread
+ * (child_memory.c) takes a connection from the pool and gives it back,
+ * as the next request would: mod_dbd then closes the connections idle
+ * for longer than DBDExptime, and their memory goes back with the next
+ * trim.
  */
 #ifndef TLLM_DBD_EXPIRY_H
 #define TLLM_DBD_EXPIRY_H
@@ -26,10 +27,11 @@
  *  persistent pools with a DBDExptime). */
 void tllm_dbd_expiry_child_init(apr_pool_t *pchild, server_rec *s);
 
-/** Let each noted pool expire its idle connections. pool is only for
- *  mod_dbd's check of the connection it takes (it allocates nothing when
- *  the check passes); the caller's thread must own it. Returns how many
- *  of the connections the module had used were closed. */
-int tllm_dbd_expire_idle(apr_pool_t *pool);
+/** The child has served no request for at least quiet_seconds: let each
+ *  noted pool whose DBDExptime has passed expire its idle connections.
+ *  pool is only for mod_dbd's check of the connection it takes (nothing
+ *  is allocated when the check passes); the caller's thread must own it.
+ *  Returns how many of the connections requests had used were closed. */
+int tllm_dbd_expire_idle(apr_pool_t *pool, int quiet_seconds);
 
 #endif
