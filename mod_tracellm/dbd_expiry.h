@@ -6,11 +6,11 @@
  * child that goes quiet therefore keeps every connection its busiest
  * moment opened, up to DBDMax, until its next request: about 230 KB of
  * the child's memory each, even after their page caches and statements
- * are handed back (store_idle.c). At 1,000,000 traces the bench's soak
- * mix holds a connection 60 ms for its latency-bound listing, so a child
- * met ever higher peaks of concurrency as the soak went on: its pool
- * grew from 19 to 32 connections over 300,000 requests, and its memory
- * at rest with it.
+ * are handed back (store_idle.c). The bench's soak mix meets higher
+ * peaks of concurrency the longer it runs (its latency-bound listing
+ * holds a connection for 60 ms at 1,000,000 traces): ad hoc, on 100,000
+ * traces, a child's pool grew from 19 to 32 connections over 300,000
+ * requests, and its memory at rest with it.
  *
  * Once a child has been quiet for DBDExptime, its trimming thread
  * (child_memory.c) takes a connection from the pool and gives it back,
