@@ -155,8 +155,8 @@ def test_children_bound_sqlite_memory_and_trim_the_heap(monkeypatch):
                           default)) == len(re.findall("TLLM0017", default))
     arenas = 2 * os.sysconf("SC_NPROCESSORS_ONLN")
     assert len(re.findall(r"TLLM0023: malloc thresholds fixed: trim 128 KiB, "
-                          r"mmap 512 KiB, no fast bins; arenas: at most %d$" % arenas,
-                          default, re.M)) == len(
+                          r"mmap 512 KiB, no fast bins; arenas: at most %d$"
+                          % arenas, default, re.M)) == len(
                               re.findall("TLLM0017", default))
     assert "TLLM0018: heap trimmed" in default
     custom = _child_memory_log("TraceLLMCacheMemory 8")
@@ -239,6 +239,7 @@ def test_idle_children_hand_back_page_caches_and_statements():
     assert "closed by mod_dbd; bulk allocator renewed; heap" in log, \
         log[-2000:]
 
+
 def _closed_after_a_burst(exptime):
     """Open several connections in the children at once, go quiet, and
     return the counts TLLM0019 gives of connections mod_dbd closed."""
@@ -256,8 +257,8 @@ def _closed_after_a_burst(exptime):
 
         with ThreadPoolExecutor(24) as pool:
             list(pool.map(read, range(24)))
-        # The first quiet second shrinks; DBDExptime 1 has passed by the
-        # next; 300 has not by any of the three after it.
+        # DBDExptime 1 has passed at the first quiet second; 300 has not
+        # in any of the four.
         time.sleep(4.5)
         log = srv.error_log_text()
     finally:
@@ -271,8 +272,8 @@ def _closed_after_a_burst(exptime):
 
 def test_quiet_children_let_mod_dbd_close_idle_connections():
     """mod_dbd closes a connection idle for DBDExptime only when a request
-    takes or gives one back. A quiet child's trimming thread does that
-    each second, so the connections a burst opened are closed once idle
-    that long (TLLM0019 counts them), not kept until the next request."""
+    takes or gives one back. A child's trimming thread does that once the
+    child has been quiet that long, so the connections a burst opened are
+    closed (TLLM0019 counts them), not kept until the next request."""
     assert max(_closed_after_a_burst(1)) >= 2
     assert set(_closed_after_a_burst(300)) == {0}
