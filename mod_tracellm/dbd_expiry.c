@@ -1,8 +1,8 @@
 /*
  * dbd_expiry.c - see dbd_expiry.h. Taking and giving back a connection is
  * all mod_dbd offers a module: its pool is private, and apr_reslist runs
- * the expiry on both (on the take, every expired connection from the most
- * recently used one on is closed before a fresh one is opened).
+ * the expiry on both (the take closes expired connections from the most
+ * recently used one down, and opens a fresh one if none is left).
  */
 #include <httpd.h>
 #include <http_config.h>

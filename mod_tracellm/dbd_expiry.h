@@ -5,8 +5,9 @@
  * DBDExptime only when a request takes or gives back a connection. A
  * child that goes quiet therefore keeps every connection its busiest
  * moment opened, up to DBDMax, until its next request: about 230 KB of
- * the child's memory each, even after their page caches and statements
- * are handed back (store_idle.c). The bench's soak mix meets higher
+ * the child's memory each (measured with glibc's fast bins still on),
+ * even after their page caches and statements are handed back
+ * (store_idle.c). The bench's soak mix meets higher
  * peaks of concurrency the longer it runs (its latency-bound listing
  * holds a connection for 60 ms at 1,000,000 traces): ad hoc, on 100,000
  * traces, a child's pool grew from 19 to 32 connections over 300,000

@@ -251,8 +251,9 @@ def _closed_after_a_burst(exptime):
 
         def read(_):
             # Each request in flight at once holds its own connection.
+            client = Api(srv.base)
             for _ in range(20):
-                assert Api(srv.base).get(
+                assert client.get(
                     f"/failures?project_id={pid}").status_code == 200
 
         with ThreadPoolExecutor(24) as pool:
