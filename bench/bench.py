@@ -14,6 +14,8 @@ Order of a run:
      JSON bytes ingested;
   4. the same rows, as the module stored them, inserted into a fresh
      database with the same schema in one transaction (bench/raw_insert.c);
+     with --pgsql, also into a throwaway PostgreSQL cluster with the same
+     indexes and rollups, in batches of 100 (bench/raw_pgsql.py);
   5. read cases: each response fetched once, written under DATA/static/,
      checked byte for byte against /static/...; then wrk, dynamic and
      static alternating, ROUNDS rounds, medians; and one run at -c1 for
@@ -41,6 +43,7 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import gen_traces  # noqa: E402
+import raw_pgsql  # noqa: E402
 
 THREADS, CONNECTIONS = 2, 32
 LOAD_CONNECTIONS = 4
@@ -326,9 +329,10 @@ def checkpoint_size(db):
 
 def build_raw_insert(data):
     exe = os.path.join(data, "raw_insert")
-    src = os.path.join(HERE, "raw_insert.c")
-    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", exe, src,
-                    "-lsqlite3"], check=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", exe,
+                    os.path.join(HERE, "raw_insert.c"),
+                    os.path.join(HERE, "trace_rows.c"), "-lsqlite3"],
+                   check=True)
 
 
 def raw_insert(data, db, max_seq):
@@ -499,6 +503,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rss-soak", action="store_true")
     ap.add_argument("--ws", action="store_true")
+    ap.add_argument("--pgsql", action="store_true")
     a = ap.parse_args()
     n = a.traces or (5000 if a.quick else 100000)
     if n < 100:
@@ -582,6 +587,16 @@ def main():
     report("raw SQLite: %d rows in one transaction in %.2f s = %.0f rows/s "
            "(bench/raw_insert.c, same schema, statement, rows)" % (
                raw["rows"], raw["seconds"], raw["tps"]))
+    pg = raw_pgsql.run(data, db, max_seq) if a.pgsql else None
+    if pg:
+        report("raw PostgreSQL: %d rows in batches of %d over %d connections "
+               "in %.2f s = %.0f rows/s, %d deadlocks retried; tables and "
+               "indexes %d bytes = %.2f x the JSON (bench/pg_insert.c: same "
+               "rows, indexes and rollups; %s; %s, otherwise defaults)" % (
+                   pg["rows"], pg["batch"], pg["connections"], pg["seconds"],
+                   pg["tps"], pg["retries"], pg["db_bytes"],
+                   pg["db_bytes"] / gen["json_bytes"], pg["version"],
+                   pg["settings"]))
     report("")
 
     # -- read cases --------------------------------------------------------
@@ -758,6 +773,10 @@ def main():
                             CONNECTIONS))
     report("         raw SQLite:     %9.0f rows/s   (batch / raw = %.3f)" % (
         raw["tps"], ingest_ratio))
+    if pg:
+        report("         raw PostgreSQL: %9.0f rows/s   (%.2f x raw SQLite; "
+               "batches of 100, no HTTP or JSON)" % (
+                   pg["tps"], pg["tps"] / raw["tps"] if raw["tps"] else 0))
     report("RSS of httpd children (at rest, %.1f s after the load): before "
            "%d kB, after %d kB (per child: %s -> %s)" % (
                SETTLE, rss_before[0], rss_after[0],
@@ -840,14 +859,16 @@ def main():
         "rss_kb": {"before": rss_before[0], "after": rss_after[0]},
         "db_bytes_per_trace": round(db_bytes / n, 1),
     }
+    if pg:
+        out["ingest"]["raw_pgsql_tps"] = round(pg["tps"], 1)
     if soak:
         out["rss_soak"] = {k: soak[k] for k in (
             "requests_total", "rss_kb_after_10k", "rss_kb_after_1m",
             "growth", "under_load_kb_10k", "under_load_kb_1m")}
     if ws is not None:
         out["ws"] = ws
-    full = dict(out, cases=results, single=single, raw=raw, generated=gen,
-                db_bytes=db_bytes, batch_seconds=secs,
+    full = dict(out, cases=results, single=single, raw=raw, raw_pgsql=pg,
+                generated=gen, db_bytes=db_bytes, batch_seconds=secs,
                 rss_per_child={"before": rss_before[1],
                                "after": rss_after[1]},
                 rss_soak=soak, ws=ws)

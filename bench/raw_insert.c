@@ -11,7 +11,7 @@
  * Reads every traces row of SRC (seq <= MAX_SEQ if given) into memory
  * first; only BEGIN .. INSERT x n .. COMMIT is timed. Prints one JSON
  * object: {"rows", "seconds", "tps", "bytes"}.
- * Built by scripts/bench: gcc -O2 raw_insert.c -lsqlite3.
+ * Built by scripts/bench: gcc -O2 raw_insert.c trace_rows.c -lsqlite3.
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -20,19 +20,11 @@
 #include <stdint.h>
 #include <time.h>
 
-typedef struct {
-    char *text[5];      /* trace_id, project_id, environment, model, status */
-    double latency;
-    sqlite3_int64 tokens, retries, slow, created_at, lat_bucket;
-    char *body;
-    int body_len;
-} row;
+#include "trace_rows.h"
 
 static void die(sqlite3 *db, const char *what)
 {
-    fprintf(stderr, "raw_insert: %s: %s\n", what,
-            db ? sqlite3_errmsg(db) : "error");
-    exit(1);
+    trace_rows_die("raw_insert", db, what);
 }
 
 static void exec(sqlite3 *db, const char *sql)
@@ -43,20 +35,6 @@ static void exec(sqlite3 *db, const char *sql)
         fprintf(stderr, "raw_insert: %s: %s\n", sql, err ? err : "?");
         exit(1);
     }
-}
-
-static char *dup_col(sqlite3_stmt *st, int i)
-{
-    const unsigned char *s = sqlite3_column_text(st, i);
-    int n = sqlite3_column_bytes(st, i);
-    char *d = malloc((size_t)n + 1);
-
-    if (!d) {
-        exit(1);
-    }
-    memcpy(d, s ? (const char *)s : "", (size_t)n);
-    d[n] = 0;
-    return d;
 }
 
 /* Set dst's integer PRAGMA name to src's value. */
@@ -88,8 +66,8 @@ int main(int argc, char **argv)
 {
     sqlite3 *src, *dst;
     sqlite3_stmt *st;
-    row *rows = NULL;
-    size_t n = 0, cap = 0, i, bytes = 0;
+    trace_row *rows;
+    size_t n, i, bytes;
     sqlite3_int64 max_seq = argc > 3 ? atoll(argv[3]) : INT64_MAX;
     double t0, t1;
 
@@ -128,41 +106,7 @@ int main(int argc, char **argv)
     copy_pragma(src, dst, "user_version");
     exec(dst, "COMMIT");
 
-    if (sqlite3_prepare_v2(src, "SELECT trace_id, project_id, environment,"
-                           " model_name, status, latency, token_count,"
-                           " retry_count, slow, created_at, body, lat_bucket"
-                           " FROM traces"
-                           " WHERE seq <= ?1 ORDER BY seq", -1, &st, NULL)
-        != SQLITE_OK) {
-        die(src, "read traces");
-    }
-    sqlite3_bind_int64(st, 1, max_seq);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        row *r;
-        int k;
-
-        if (n == cap) {
-            cap = cap ? cap * 2 : 4096;
-            rows = realloc(rows, cap * sizeof(*rows));
-            if (!rows) {
-                return 1;
-            }
-        }
-        r = &rows[n++];
-        for (k = 0; k < 5; k++) {
-            r->text[k] = dup_col(st, k);
-        }
-        r->latency = sqlite3_column_double(st, 5);
-        r->tokens = sqlite3_column_int64(st, 6);
-        r->retries = sqlite3_column_int64(st, 7);
-        r->slow = sqlite3_column_int64(st, 8);
-        r->created_at = sqlite3_column_int64(st, 9);
-        r->body = dup_col(st, 10);
-        r->body_len = sqlite3_column_bytes(st, 10);
-        r->lat_bucket = sqlite3_column_int64(st, 11);
-        bytes += (size_t)r->body_len;
-    }
-    sqlite3_finalize(st);
+    n = trace_rows_read(src, max_seq, &rows, &bytes);
     sqlite3_close(src);
 
     /* store.c's ST_TRACE_INSERT, word for word. */
@@ -177,7 +121,7 @@ int main(int argc, char **argv)
     t0 = now_s();
     exec(dst, "BEGIN IMMEDIATE");
     for (i = 0; i < n; i++) {
-        const row *r = &rows[i];
+        const trace_row *r = &rows[i];
         int k;
 
         for (k = 0; k < 5; k++) {
