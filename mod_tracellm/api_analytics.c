@@ -33,7 +33,7 @@ static void add_rounded(tllm_sb *sb, const char *name, double v)
     tllm_sb_str(sb, ",\"");
     tllm_sb_str(sb, name);
     tllm_sb_str(sb, "\":");
-    tllm_sb_double(sb, tllm_round2(v));
+    tllm_sb_round2(sb, v);
 }
 
 static void add_summary(tllm_sb *sb, const tllm_analytics *a)

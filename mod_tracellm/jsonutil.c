@@ -30,6 +30,25 @@ void tllm_format_double(double v, char buf[TLLM_DOUBLE_BUFSZ])
     }
 }
 
+void tllm_format_round2(double v, char buf[TLLM_DOUBLE_BUFSZ])
+{
+    int n;
+
+    /* Below 1e13 "%.2f" has at most 15 significant digits, which the
+     * nearest double prints back as (DBL_DIG), so the shortest text of
+     * tllm_round2(v) is this one less its trailing zeros. One printf
+     * instead of two and two strtod: a 24-hour chart has 24 of these. */
+    if (!(fabs(v) < 1e13)) {
+        tllm_format_double(tllm_round2(v), buf);
+        return;
+    }
+    n = snprintf(buf, TLLM_DOUBLE_BUFSZ, "%.2f", v);
+    while (buf[n - 1] == '0' && buf[n - 2] != '.') {
+        n--;
+    }
+    buf[n] = 0;
+}
+
 json_object *tllm_json_double(double v)
 {
     char buf[TLLM_DOUBLE_BUFSZ];

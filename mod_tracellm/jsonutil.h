@@ -23,6 +23,9 @@ json_object *tllm_json_double(double v);
  *  does: the exact binary value to the nearest, ties to even. */
 double tllm_round2(double v);
 
+/** tllm_format_double(tllm_round2(v), buf), faster. */
+void tllm_format_round2(double v, char buf[TLLM_DOUBLE_BUFSZ]);
+
 /** One item of a 422 "detail" list, pydantic-shaped:
  *  {"type","loc","msg","input","ctx"}. Takes ownership of loc, input and
  *  ctx (each may be NULL: input NULL prints null, ctx NULL is omitted). */

@@ -87,10 +87,10 @@ void tllm_sb_int(tllm_sb *sb, int64_t v)
     tllm_sb_add(sb, buf, n);
 }
 
-void tllm_sb_double(tllm_sb *sb, double v)
+void tllm_sb_round2(tllm_sb *sb, double v)
 {
     char buf[TLLM_DOUBLE_BUFSZ];
-    tllm_format_double(v, buf);
+    tllm_format_round2(v, buf);
     tllm_sb_str(sb, buf);
 }
 

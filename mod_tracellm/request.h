@@ -42,8 +42,9 @@ void tllm_sb_init(tllm_sb *sb, apr_pool_t *p, apr_size_t hint);
 void tllm_sb_add(tllm_sb *sb, const char *s, apr_size_t n);
 void tllm_sb_str(tllm_sb *sb, const char *s);
 void tllm_sb_int(tllm_sb *sb, int64_t v);
-/** Append a double as the API prints floats (tllm_format_double). */
-void tllm_sb_double(tllm_sb *sb, double v);
+/** Append v rounded to 2 decimals, as the API prints floats
+ *  (tllm_format_round2). */
+void tllm_sb_round2(tllm_sb *sb, double v);
 /** Append a JSON string literal, escaped. */
 void tllm_sb_jstr(tllm_sb *sb, const char *s);
 /** Append a JSON string or null. */

@@ -412,10 +412,12 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_FLAGGED_TOTALS] =
         "SELECT SUM(CASE WHEN status = 'failed' THEN n ELSE 0 END),"
         " SUM(retried), SUM(slow) FROM rollup_total WHERE " SCOPE,
+    /* Every group of the scope's last 24 hours, summed per hour in C
+     * (store_traces.c): with SQLite's GROUP BY and aggregates this was a
+     * sixth of GET /analytics at 1,000,000 traces (perf). */
     [ST_HOURS] =
-        "SELECT hour, SUM(n), SUM(tokens), TOTAL(latency_sum)"
-        " FROM rollup_hour WHERE hour >= ?3 AND hour <= ?4 AND " SCOPE
-        " GROUP BY hour",
+        "SELECT hour, n, tokens, latency_sum"
+        " FROM rollup_hour WHERE hour >= ?3 AND hour <= ?4 AND " SCOPE,
     /* One scope's latency histogram from the top ('' = any). */
     [ST_LATENCY_BUCKETS] =
         "SELECT bucket, n FROM rollup_latency"

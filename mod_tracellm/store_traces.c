@@ -589,14 +589,16 @@ static int bind_scope(tllm_db *db, sqlite3_stmt *st, const query *scope)
 
 /* One breakdown being summed: key -> tllm_count, in an array. */
 typedef struct {
-    apr_hash_t *index;             /* key -> tllm_count * */
+    apr_hash_t *index;             /* key -> position + 1 in counts */
     apr_array_header_t *counts;
+    intptr_t last;                 /* position + 1 of the last key, or 0 */
 } tally;
 
 static void tally_init(tally *t, apr_pool_t *p)
 {
     t->index = apr_hash_make(p);
     t->counts = apr_array_make(p, 8, sizeof(tllm_count));
+    t->last = 0;
 }
 
 static void tally_add(tally *t, apr_pool_t *p, sqlite3_stmt *st, int col,
@@ -610,8 +612,21 @@ static void tally_add(tally *t, apr_pool_t *p, sqlite3_stmt *st, int col,
     if (!key) {
         return;
     }
+    /* The scope's groups come in key order (project, environment, model,
+     * status), so a project or model is mostly the one before. Compared
+     * first, it spares the hash, which took half of this function's time
+     * (4 % of GET /analytics at 1,000,000 traces, perf). */
+    at = t->last;
+    if (at) {
+        c = &APR_ARRAY_IDX(t->counts, at - 1, tllm_count);
+        if (strncmp(c->key, key, (size_t)len) != 0 || c->key[len] != 0) {
+            at = 0;
+        }
+    }
     /* The hash holds position + 1: the array moves as it grows. */
-    at = (intptr_t)apr_hash_get(t->index, key, len);
+    if (!at) {
+        at = (intptr_t)apr_hash_get(t->index, key, len);
+    }
     if (at) {
         c = &APR_ARRAY_IDX(t->counts, at - 1, tllm_count);
     }
@@ -619,9 +634,10 @@ static void tally_add(tally *t, apr_pool_t *p, sqlite3_stmt *st, int col,
         c = apr_array_push(t->counts);
         c->key = apr_pstrmemdup(p, key, (apr_size_t)len);
         c->count = 0;
-        apr_hash_set(t->index, c->key, len,
-                     (void *)(intptr_t)t->counts->nelts);
+        at = t->counts->nelts;
+        apr_hash_set(t->index, c->key, len, (void *)at);
     }
+    t->last = at;
     c->count += n;
 }
 
@@ -791,6 +807,7 @@ static int hours(tllm_db *db, const query *scope, int64_t now_us,
 {
     sqlite3_stmt *st = tllm__stmt(db, ST_HOURS);
     int64_t last = hour_floor(now_us);
+    double latency_sum[24] = { 0 };
     int i, rc;
 
     for (i = 0; i < 24; i++) {
@@ -804,19 +821,22 @@ static int hours(tllm_db *db, const query *scope, int64_t now_us,
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t h = (sqlite3_column_int64(st, 0) - a->hour_start[0])
                     / HOUR_US;
-        int64_t n = sqlite3_column_int64(st, 1);
 
         if (h < 0 || h > 23) {
             continue;
         }
-        a->hour_traces[h] = n;
-        a->hour_tokens[h] = sqlite3_column_int64(st, 2);
-        a->hour_latency[h] = n > 0 ? sqlite3_column_double(st, 3) / n : 0;
+        a->hour_traces[h] += sqlite3_column_int64(st, 1);
+        a->hour_tokens[h] += sqlite3_column_int64(st, 2);
+        latency_sum[h] += sqlite3_column_double(st, 3);
     }
     if (rc != SQLITE_DONE) {
         tllm__fail(db, "hourly traces");
     }
     tllm__release(st);
+    for (i = 0; i < 24; i++) {
+        a->hour_latency[i] = a->hour_traces[i] > 0
+                             ? latency_sum[i] / a->hour_traces[i] : 0;
+    }
     return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
 }
 

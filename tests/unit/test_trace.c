@@ -584,6 +584,53 @@ static void test_more_helpers(void)
     CHECK(tllm_utf8_length("", 0) == 0);
 }
 
+/* The one-printf rounding must print exactly what rounding and then
+ * formatting print: ties, halves, every magnitude up to and past its
+ * 1e13 limit, signs, zeros and non-finite values. */
+static void test_round2_formatting(void)
+{
+    static const double fixed[] = {
+        0, -0.0, 0.004, -0.004, 0.005, 0.015, 1.005, 2.675, 2.665, 100,
+        66.666666, 0.125, 0.375, 1e12 + 0.125, 9999999999999.994,
+        9999999999999.996, 1e13, -1e13, 1e15 + 0.5, 1e22, 1e-7, NAN,
+        INFINITY, -INFINITY
+    };
+    char fast[TLLM_DOUBLE_BUFSZ], slow[TLLM_DOUBLE_BUFSZ];
+    unsigned long x = 12345;
+    size_t i;
+    int mismatches = 0;
+
+    for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        tllm_format_round2(fixed[i], fast);
+        tllm_format_double(tllm_round2(fixed[i]), slow);
+        CHECK_STR(fast, slow);
+    }
+    for (i = 0; i < 300000; i++) {
+        double v;
+        unsigned long k;
+
+        /* A mantissa in [0, 1), a power of ten from 1e-4 to 1e14, a
+         * sign; every seventh one on a multiple of 0.005. */
+        x = x * 6364136223846793005UL + 1442695040888963407UL;
+        v = (double)(x >> 11) / 9007199254740992.0 * 1e-4;
+        for (k = (x >> 3) % 19; k > 0; k--) {
+            v *= 10;
+        }
+        if (i % 7 == 0) {
+            v = (double)(long long)(v * 200) / 200;
+        }
+        if (x & 1) {
+            v = -v;
+        }
+        tllm_format_round2(v, fast);
+        tllm_format_double(tllm_round2(v), slow);
+        if (strcmp(fast, slow) != 0 && mismatches++ < 5) {
+            CHECK_STR(fast, slow);
+        }
+    }
+    CHECK(mismatches == 0);
+}
+
 int main(void)
 {
     apr_initialize();
@@ -599,6 +646,7 @@ int main(void)
     test_more_rules();
     test_helpers();
     test_more_helpers();
+    test_round2_formatting();
     apr_pool_destroy(pool);
     apr_terminate();
     return unit_summary("test_trace");
