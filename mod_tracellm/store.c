@@ -413,8 +413,10 @@ static const char *const stmt_sql[ST__COUNT] = {
         "SELECT SUM(CASE WHEN status = 'failed' THEN n ELSE 0 END),"
         " SUM(retried), SUM(slow) FROM rollup_total WHERE " SCOPE,
     /* Every group of the scope's last 24 hours, summed per hour in C
-     * (store_traces.c): with SQLite's GROUP BY and aggregates this was a
-     * sixth of GET /analytics at 1,000,000 traces (perf). */
+     * (store_traces.c): cheaper than SQLite's GROUP BY with three
+     * aggregates, which was a sixth of GET /analytics at 1,000,000
+     * traces (perf). With the breakdowns' last-key check (store_traces.c)
+     * it took GET /analytics unloaded from 194 to 187 us. */
     [ST_HOURS] =
         "SELECT hour, n, tokens, latency_sum"
         " FROM rollup_hour WHERE hour >= ?3 AND hour <= ?4 AND " SCOPE,
