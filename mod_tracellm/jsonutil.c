@@ -36,8 +36,9 @@ void tllm_format_round2(double v, char buf[TLLM_DOUBLE_BUFSZ])
 
     /* Below 1e13 "%.2f" has at most 15 significant digits, which the
      * nearest double prints back as (DBL_DIG), so the shortest text of
-     * tllm_round2(v) is this one less its trailing zeros. One printf
-     * instead of two and two strtod: a 24-hour chart has 24 of these. */
+     * tllm_round2(v) is this one less its trailing zeros: one printf,
+     * where rounding and then formatting take two or more and as many
+     * strtod. GET /analytics prints 27 of these. */
     if (!(fabs(v) < 1e13)) {
         tllm_format_double(tllm_round2(v), buf);
         return;

@@ -592,6 +592,7 @@ typedef struct {
     apr_hash_t *index;             /* key -> position + 1 in counts */
     apr_array_header_t *counts;
     intptr_t last;                 /* position + 1 of the last key, or 0 */
+    int last_len;                  /* and its length */
 } tally;
 
 static void tally_init(tally *t, apr_pool_t *p)
@@ -599,6 +600,7 @@ static void tally_init(tally *t, apr_pool_t *p)
     t->index = apr_hash_make(p);
     t->counts = apr_array_make(p, 8, sizeof(tllm_count));
     t->last = 0;
+    t->last_len = 0;
 }
 
 static void tally_add(tally *t, apr_pool_t *p, sqlite3_stmt *st, int col,
@@ -617,11 +619,10 @@ static void tally_add(tally *t, apr_pool_t *p, sqlite3_stmt *st, int col,
      * first, it spares most lookups in the hash (store.c's ST_HOURS says
      * what the two together saved). */
     at = t->last;
-    if (at) {
-        c = &APR_ARRAY_IDX(t->counts, at - 1, tllm_count);
-        if (strncmp(c->key, key, (size_t)len) != 0 || c->key[len] != 0) {
-            at = 0;
-        }
+    if (at && (len != t->last_len
+               || memcmp(APR_ARRAY_IDX(t->counts, at - 1, tllm_count).key,
+                         key, (size_t)len) != 0)) {
+        at = 0;
     }
     /* The hash holds position + 1: the array moves as it grows. */
     if (!at) {
@@ -638,6 +639,7 @@ static void tally_add(tally *t, apr_pool_t *p, sqlite3_stmt *st, int col,
         apr_hash_set(t->index, c->key, len, (void *)at);
     }
     t->last = at;
+    t->last_len = len;
     c->count += n;
 }
 
