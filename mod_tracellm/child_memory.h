@@ -27,11 +27,11 @@
  * hands back the page caches of the child's idle connections, once per
  * quiet spell (store_idle.c), and trims again. Once the child has been
  * quiet for DBDExptime, it lets mod_dbd close the connections idle that
- * long (dbd_expiry.h), and hands back and trims again if it did. At rest after 200,000
- * traces and the cases, that took the two children from 230 MB to 184 MB,
- * SQLite's part from 40-49 MB a child to 5-7. The first requests after a
- * quiet spell read their pages from the operating system's cache again,
- * as they do after any write under WAL.
+ * long (dbd_expiry.h), and hands back and trims again if it did. At rest
+ * after 200,000 traces and the cases, that took the two children from
+ * 230 MB to 184 MB, SQLite's part from 40-49 MB a child to 5-7. The first
+ * requests after a quiet spell read their pages from the operating
+ * system's cache again, as they do after any write under WAL.
  *
  * Requests' bulk bytes (tllm_req_bulk_pool) come from one allocator per
  * child that keeps at most TLLM_BULK_KEEP_KIB free, not from the
