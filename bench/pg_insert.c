@@ -2,10 +2,11 @@
  * bench/pg_insert.c - the "raw PostgreSQL" line of scripts/bench --pgsql:
  * what the same ingest costs PostgreSQL, the store DESIGN.md plans for
  * scale-out, on the same machine. The rows mod_tracellm stored, exactly
- * as stored, go into a fresh schema with the SQLite schema's columns,
- * indexes and rollup tables (mod_tracellm/store.c, version 3), in batches
- * of 100 (the bench's ingest batch), one statement and one transaction
- * each, over CONNECTIONS connections.
+ * as stored, go into a fresh schema with the SQLite schema's columns and
+ * rollup tables (mod_tracellm/store.c, version 3) and the traces indexes
+ * of SRC itself (their CREATE INDEX texts from sqlite_master are valid
+ * PostgreSQL), in batches of 100 (the bench's ingest batch), one
+ * statement and one transaction each, over CONNECTIONS connections.
  *
  *   pg_insert SRC.db CONNINFO CONNECTIONS [MAX_SEQ]
  *
@@ -35,7 +36,8 @@
 #define COLUMNS 12
 #define MAX_CONNECTIONS 64
 
-/* toast_tuple_target: a rendered trace is about 2 KB, just over
+/* The tables; copy_indexes adds the traces indexes. toast_tuple_target:
+ * a rendered trace is about 2 KB, just over
  * PostgreSQL's default threshold for compressing a row and moving its
  * body to a TOAST table (a second b-tree per row); kept in the row, as
  * SQLite keeps it. */
@@ -56,21 +58,6 @@ static const char schema[] =
     " created_at bigint NOT NULL,"
     " body text NOT NULL,"
     " lat_bucket bigint NOT NULL) WITH (toast_tuple_target = 8160);"
-    "CREATE INDEX traces_project ON traces(project_id, created_at);"
-    "CREATE INDEX traces_created ON traces(created_at, seq, project_id,"
-    " environment, model_name, status, latency, token_count);"
-    "CREATE INDEX traces_latency ON traces(latency, project_id,"
-    " environment, model_name, status, token_count, created_at);"
-    "CREATE INDEX traces_tokens ON traces(token_count);"
-    "CREATE INDEX traces_failed ON traces(created_at, seq, project_id,"
-    " environment) WHERE status = 'failed';"
-    "CREATE INDEX traces_retried ON traces(created_at, seq, project_id,"
-    " environment) WHERE retry_count > 0;"
-    "CREATE INDEX traces_slow ON traces(created_at, seq, project_id,"
-    " environment) WHERE slow = 1;"
-    "CREATE INDEX traces_flagged ON traces(created_at, seq, project_id,"
-    " environment)"
-    " WHERE NOT (status = 'success' AND slow = 0 AND retry_count <= 0);"
     "CREATE TABLE rollup_total ("
     " project_id text, environment text, model_name text, status text,"
     " n bigint NOT NULL, retried bigint NOT NULL, retries bigint NOT NULL,"
@@ -247,6 +234,31 @@ static void column_array(buf *b, size_t from, size_t n, int col)
     put(b, "}", 1);
 }
 
+/* The traces indexes of src, made in PostgreSQL as SQLite made them.
+ * trace_id's UNIQUE is an automatic index with no text: the table above
+ * has it. */
+static void copy_indexes(sqlite3 *src, PGconn *c)
+{
+    sqlite3_stmt *st;
+    int n = 0;
+
+    if (sqlite3_prepare_v2(src, "SELECT sql FROM sqlite_master"
+                           " WHERE type = 'index' AND tbl_name = 'traces'"
+                           " AND sql IS NOT NULL ORDER BY rowid", -1, &st,
+                           NULL) != SQLITE_OK) {
+        trace_rows_die("pg_insert", src, "read the indexes");
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        exec_ok(c, (const char *)sqlite3_column_text(st, 0));
+        n++;
+    }
+    sqlite3_finalize(st);
+    if (n == 0) {
+        fprintf(stderr, "pg_insert: the source has no traces indexes\n");
+        exit(1);
+    }
+}
+
 static void *sender(void *unused)
 {
     PGconn *c = connect_db();
@@ -357,11 +369,12 @@ int main(int argc, char **argv)
     }
     nrows = trace_rows_read(src, argc > 4 ? atoll(argv[4]) : INT64_MAX,
                             &rows, &bytes);
-    sqlite3_close(src);
 
     c = connect_db();
     exec_ok(c, "SET client_min_messages = warning");
     exec_ok(c, schema);
+    copy_indexes(src, c);
+    sqlite3_close(src);
     exec_ok(c, "CHECKPOINT");
 
     t0 = now_s();
