@@ -27,6 +27,7 @@
 #include "wal_drain.h"
 #include "write_lock.h"
 #include "group_commit.h"
+#include "aggregate_gate.h"
 
 APLOG_USE_MODULE(tracellm);
 
@@ -201,6 +202,11 @@ static const command_rec tllm_cmds[] = {
     AP_INIT_TAKE1("TraceLLMCacheMemory", tllm_child_memory_set_cache, NULL,
                   RSRC_CONF, "SQLite memory of each child, in MiB, which its "
                   "page caches share; 0 = no limit (default 64)"),
+    AP_INIT_TAKE1("TraceLLMAggregateConcurrency",
+                  tllm_aggregate_gate_set, NULL, RSRC_CONF,
+                  "/analytics and /failures requests each child computes "
+                  "at once, the others waiting in order; 0 = no limit "
+                  "(default: online CPUs)"),
     AP_INIT_FLAG("TraceLLMEventd", set_eventd, NULL, RSRC_CONF,
                  "Run tracellm-eventd, the live event process (default Off)"),
     AP_INIT_TAKE1("TraceLLMEventdListen", set_eventd_listen, NULL, RSRC_CONF,
@@ -264,22 +270,23 @@ typedef struct {
     const char *method;
     const char *pattern;        /* a trailing "*" matches one segment */
     tllm_route_fn fn;
+    int aggregate;              /* computed in a turn (aggregate_gate.h) */
 } tllm_route;
 
 static const tllm_route routes[] = {
-    { "GET",    "/",             tllm_api_health },
-    { "GET",    "/traces",       tllm_api_traces_list },
-    { "POST",   "/traces",       tllm_api_ingest },
-    { "GET",    "/traces/*",     tllm_api_trace_get },
-    { "GET",    "/analytics",    tllm_api_analytics },
-    { "GET",    "/failures",     tllm_api_failures },
-    { "GET",    "/projects",     tllm_api_projects_list },
-    { "POST",   "/projects",     tllm_api_projects_create },
-    { "GET",    "/api-keys",     tllm_api_keys_list },
-    { "POST",   "/api-keys",     tllm_api_keys_create },
-    { "DELETE", "/api-keys/*",   tllm_api_keys_revoke },
-    { "GET",    "/openapi.json", tllm_api_openapi },
-    { "GET",    "/docs",         tllm_api_docs },
+    { "GET",    "/",             tllm_api_health,          0 },
+    { "GET",    "/traces",       tllm_api_traces_list,     0 },
+    { "POST",   "/traces",       tllm_api_ingest,          0 },
+    { "GET",    "/traces/*",     tllm_api_trace_get,       0 },
+    { "GET",    "/analytics",    tllm_api_analytics,       1 },
+    { "GET",    "/failures",     tllm_api_failures,        1 },
+    { "GET",    "/projects",     tllm_api_projects_list,   0 },
+    { "POST",   "/projects",     tllm_api_projects_create, 0 },
+    { "GET",    "/api-keys",     tllm_api_keys_list,       0 },
+    { "POST",   "/api-keys",     tllm_api_keys_create,     0 },
+    { "DELETE", "/api-keys/*",   tllm_api_keys_revoke,     0 },
+    { "GET",    "/openapi.json", tllm_api_openapi,         0 },
+    { "GET",    "/docs",         tllm_api_docs,            0 },
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -403,6 +410,7 @@ static int tllm_handler(request_rec *r)
     tllm_req q;
     apr_size_t i;
     const char *method;
+    int rv;
 
     /* A ProxyPass under the mount (the /ws tunnel) is mod_proxy's. */
     if (!r->handler || strcmp(r->handler, "tracellm") != 0 || r->proxyreq) {
@@ -434,7 +442,13 @@ static int tllm_handler(request_rec *r)
                 q.param = decoded;
             }
             q.query = parse_query(r->pool, r->args);
-            return routes[i].fn(&q);
+            if (!routes[i].aggregate) {
+                return routes[i].fn(&q);
+            }
+            tllm_aggregate_gate_enter(r);
+            rv = routes[i].fn(&q);
+            tllm_aggregate_gate_leave(r);    /* if it sent nothing */
+            return rv;
         }
     }
     return method_not_allowed(r, q.path);
@@ -516,6 +530,7 @@ static int tllm_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
                            apr_pool_t *ptemp)
 {
     tllm_child_memory_defaults();
+    tllm_aggregate_gate_defaults();
     return tllm_write_lock_register(pconf);
 }
 
@@ -527,6 +542,7 @@ static void tllm_child_init(apr_pool_t *pchild, server_rec *s)
     tllm_store_child_init(pchild);
     tllm_dbd_expiry_child_init(pchild, s);
     tllm_child_memory_child_init(pchild, s);
+    tllm_aggregate_gate_child_init(pchild, s);
 }
 
 static void tllm_register_hooks(apr_pool_t *p)

@@ -17,6 +17,7 @@
 #include <apr_strings.h>
 
 #include "request.h"
+#include "aggregate_gate.h"
 #include "child_memory.h"
 #include "jsonutil.h"
 #include "ttime.h"
@@ -177,6 +178,8 @@ void tllm_sb_texts(tllm_sb *sb, const apr_array_header_t *texts)
 /* Status and headers of a JSON response of len bytes. */
 static void json_head(request_rec *r, int status, apr_size_t len)
 {
+    /* Computed: the writing, at the client's pace, is not the gate's. */
+    tllm_aggregate_gate_leave(r);
     r->status = status;
     ap_set_content_type(r, TLLM_JSON_TYPE);
     ap_set_content_length(r, len);

@@ -1,7 +1,9 @@
 """Many clients at once: every ingest stored exactly once, counts exact."""
 import concurrent.futures as cf
 import json
+import os
 import re
+import socket
 
 import requests
 
@@ -120,3 +122,109 @@ def test_group_commit_answers_each_request_with_its_own_result():
         assert sum(groups) == 1 + 222 + 6 + 6
     finally:
         finish_server(srv, allowed=[r"TLLM0015: committed"])
+
+
+def _aggregate_burst(concurrency):
+    """24 clients read /analytics and /failures at once, 15 times each,
+    from a server whose children compute `concurrency` of them at once
+    (None: the default). Every answer must be the one an unloaded server
+    gives. Returns the error log (TLLM0026 and the TLLM0027 waits)."""
+    conf = "LogLevel warn tracellm:trace1\n"
+    if concurrency is not None:
+        conf += f"TraceLLMAggregateConcurrency {concurrency}\n"
+    srv = start_server("gate", extra_conf=conf)
+    try:
+        api = Api(srv.base)
+        pid, key = api.project()
+        traces = [{"token_count": i, "latency": 10 * i,
+                   "model": f"m{i % 4}",
+                   "status": "failed" if i % 5 == 0 else "success"}
+                  for i in range(200)]
+        status, text = _ingest(srv.base, key, traces)
+        assert status == 200, text
+        paths = [f"/failures?project_id={pid}&limit=20", "/failures",
+                 f"/analytics?project_id={pid}"]
+
+        def answers(client):
+            out = []
+            for path in paths:
+                r = client.get(path)
+                assert r.status_code == 200, r.text
+                body = r.json()
+                body.pop("charts", None)    # hourly buckets move
+                out.append(body)
+            return out
+
+        expected = answers(api)
+
+        def read(_):
+            client = Api(srv.base)
+            return all(answers(client) == expected for _ in range(15))
+
+        with cf.ThreadPoolExecutor(24) as ex:
+            assert all(ex.map(read, range(24)))
+        return srv.error_log_text()
+    finally:
+        finish_server(srv, allowed=[r"\[tracellm:(debug|trace1)"])
+
+
+def _waits(log):
+    return [(int(t), int(a)) for t, a in re.findall(
+        r"TLLM0027: waited for a turn \(of (\d+)\) behind (\d+) others",
+        log)]
+
+
+def test_aggregate_reads_wait_their_turn():
+    """With one turn per child, aggregate reads that arrive while another
+    computes wait (TLLM0027), and each answers exactly as unloaded; with
+    no limit none waits. By default a child has a turn per online CPU."""
+    waits = _waits(_aggregate_burst(1))
+    assert waits, "no read waited for a turn of 1 with 24 clients"
+    assert {t for t, _ in waits} == {1}
+    assert max(a for _, a in waits) >= 1, waits    # a queue, not a pair
+    assert _waits(_aggregate_burst(0)) == []
+    log = _aggregate_burst(None)
+    assert re.search(r"TLLM0026: this child computes at most %d aggregate "
+                     r"reads at once" % os.cpu_count(), log), log[-2000:]
+    assert {t for t, _ in _waits(log)} <= {os.cpu_count()}
+
+
+def test_a_slow_reader_does_not_hold_an_aggregate_turn():
+    """A read gives its turn back once computed, before its answer is
+    written: with one turn and one child, a client that does not read a
+    large /failures answer (the server is stuck writing it) does not hold
+    up the next /analytics."""
+    srv = start_server("slowreader", extra_conf=(
+        "StartServers 1\nServerLimit 1\nMaxRequestWorkers 256\n"
+        "MaxSpareThreads 256\nSendBufferSize 4096\n"
+        "TraceLLMAggregateConcurrency 1\n"))
+    try:
+        api = Api(srv.base)
+        pid, key = api.project()
+        traces = [{"prompt": "p" * 4000, "status": "failed",
+                   "error_message": "e" * 4000} for _ in range(100)]
+        status, text = _ingest(srv.base, key, traces)
+        assert status == 200, text
+        host, port = srv.base.split("//")[1].split("/")[0].split(":")
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect((host, int(port)))
+        slow.sendall(f"GET /failures?project_id={pid}&limit=100 HTTP/1.1\r\n"
+                     f"Host: {host}\r\n\r\n".encode())
+        # Its answer has started: the read was computed, and the rest
+        # (hundreds of KB) waits for this client.
+        assert slow.recv(100, socket.MSG_PEEK).startswith(b"HTTP/1.1 200")
+        r = requests.get(srv.base + "/analytics", params={"project_id": pid},
+                         timeout=10)
+        assert r.status_code == 200
+        assert r.json()["summary"]["total_traces"] == 100
+        slow.shutdown(socket.SHUT_WR)
+        raw = b""
+        while chunk := slow.recv(65536):
+            raw += chunk
+        slow.close()
+        head, body = raw.split(b"\r\n\r\n", 1)
+        assert len(body) > 400000
+        assert json.loads(body)["totals"]["failed_traces"] == 100
+    finally:
+        finish_server(srv)

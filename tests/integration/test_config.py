@@ -116,6 +116,26 @@ def test_cache_memory_only_at_server_level():
     assert rc != 0 and "TraceLLMCacheMemory" in out, out
 
 
+@pytest.mark.parametrize("value,ok", [
+    ("0", True), ("1", True), ("64", True), ("100000", True),
+    ("-1", False), ("many", False), ("100001", False), ("2.5", False),
+])
+def test_aggregate_concurrency_values(value, ok):
+    rc, out = httpd_t(f"TraceLLMAggregateConcurrency {value}")
+    assert (rc == 0) == ok, out
+    if not ok:
+        assert "TraceLLMAggregateConcurrency" in out, out
+
+
+def test_aggregate_concurrency_only_at_server_level():
+    rc, out = httpd_t(location_conf="TraceLLMAggregateConcurrency 2")
+    assert rc != 0 and "TraceLLMAggregateConcurrency" in out, out
+    # per child, so one value for the whole server
+    rc, out = httpd_t("<VirtualHost 127.0.0.1:80>\n"
+                      "TraceLLMAggregateConcurrency 2\n</VirtualHost>")
+    assert rc != 0 and "cannot occur within <VirtualHost>" in out, out
+
+
 def _child_memory_log(extra, until="TLLM0018"):
     """Start a server with extra config, serve a few requests, and return
     its error_log once the trimming thread has logged until."""

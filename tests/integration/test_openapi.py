@@ -42,7 +42,8 @@ def module_routes():
                   text, re.S)
     assert m, f"no routes[] initializer in {ROUTES_C}"
     body = re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.S)
-    entries = re.findall(r'\{\s*"([A-Z]+)"\s*,\s*"([^"]*)"\s*,\s*\w+\s*\}', body)
+    entries = re.findall(r'\{\s*"([A-Z]+)"\s*,\s*"([^"]*)"\s*,\s*\w+\s*'
+                         r'(?:,\s*\w+\s*)?\}', body)
     # every brace group must have been understood
     assert len(entries) == body.count("{"), f"unparsed routes in: {body}"
     return {(meth, pattern) for meth, pattern in entries}
