@@ -2,13 +2,19 @@
  * aggregate_gate.c - at most N aggregate reads computed at once per child,
  * the others waiting in arrival order (aggregate_gate.h says why).
  *
- * A turn given back goes straight to the oldest waiter, woken alone on its
- * own condition variable: one broadcast to all waiters would wake 30
- * threads for each turn handed on, 29 of them to sleep again. The
- * condition lives on the waiter's stack (pthreads, not APR, whose
- * condition variables come from a pool with a cleanup).
+ * A turn given back goes straight to the oldest waiter, woken alone: one
+ * broadcast to all waiters would wake 30 threads for each turn handed on,
+ * 29 of them to sleep again. Each waiter sleeps on its own semaphore, on
+ * its stack, posted after the lock is released, so it does not wake into
+ * a held mutex; a condition variable signalled under the lock cost more
+ * (alternating at -c32, 1,000,000 traces: /analytics 7,008 req/s against
+ * 8,643 without a gate; with the semaphore 7,958 against 8,710). The
+ * waiter destroys its semaphore as soon as its wait returns, which POSIX
+ * allows and glibc's sem_post is written for.
  */
+#include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -26,8 +32,7 @@ APLOG_USE_MODULE(tracellm);
 
 typedef struct waiter {
     struct waiter *next;
-    pthread_cond_t wake;
-    int admitted;
+    sem_t wake;                 /* posted once, when the turn is its */
 } waiter;
 
 static int configured = TLLM_AGGREGATE_GATE_AUTO;
@@ -46,7 +51,8 @@ void tllm_aggregate_gate_defaults(void)
     configured = TLLM_AGGREGATE_GATE_AUTO;
 }
 
-const char *tllm_aggregate_gate_set(cmd_parms *cmd, void *dconf, const char *arg)
+const char *tllm_aggregate_gate_set(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
     char *end;
@@ -90,11 +96,11 @@ void tllm_aggregate_gate_enter(request_rec *r)
     pthread_mutex_lock(&lock);
     if (free_turns > 0 && !first) {
         free_turns--;
+        pthread_mutex_unlock(&lock);
     }
     else {
         me.next = NULL;
-        me.admitted = 0;
-        pthread_cond_init(&me.wake, NULL);
+        sem_init(&me.wake, 0, 0);
         if (last) {
             last->next = &me;
         }
@@ -103,12 +109,11 @@ void tllm_aggregate_gate_enter(request_rec *r)
         }
         last = &me;
         ahead = waiting++;
-        while (!me.admitted) {
-            pthread_cond_wait(&me.wake, &lock);
+        pthread_mutex_unlock(&lock);
+        while (sem_wait(&me.wake) != 0 && errno == EINTR) {
         }
-        pthread_cond_destroy(&me.wake);
+        sem_destroy(&me.wake);
     }
-    pthread_mutex_unlock(&lock);
     ap_set_module_config(r->request_config, &tracellm_module, &holding);
     if (ahead >= 0) {
         ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r, "TLLM0027: waited "
@@ -134,11 +139,12 @@ void tllm_aggregate_gate_leave(request_rec *r)
             last = NULL;
         }
         waiting--;
-        next->admitted = 1;
-        pthread_cond_signal(&next->wake);
     }
     else {
         free_turns++;
     }
     pthread_mutex_unlock(&lock);
+    if (next) {
+        sem_post(&next->wake);
+    }
 }

@@ -7,10 +7,12 @@
  * 0.3 ms over thousands of rollup rows at 1,000,000 traces. Unbounded, 32
  * of them at once are 32 runnable threads on two cores, and the kernel
  * time-slices them: a read that loses the CPU halfway waits a round of
- * everyone else's slices. The slowest 1 % then took 17-32 ms while the
- * median took 3. Bounded to the cores, a read waits for the reads ahead of
- * it and then runs through: the median is the same, the slowest 1 % took
- * 5.5-9.7 ms, and throughput did not drop (BENCHMARKS.md).
+ * everyone else's slices. The slowest 1 % then took 15-32 ms while the
+ * median took 2-4. Bounded to the cores, a read waits for the reads ahead
+ * of it and then runs through: the slowest 1 % took 4-11 ms. The price is
+ * a wake-up for each read that waits: throughput 8 to 16 % lower, and
+ * the median, which in a fair queue is close to the mean, 0.5-1 ms higher
+ * (BENCHMARKS.md).
  *
  * Not gated: point reads and listing pages (0.03-0.08 ms) finish well
  * within a time slice, so a turn would only add a wake-up to each (about
