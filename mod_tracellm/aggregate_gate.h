@@ -11,7 +11,7 @@
  * median took 2-4. Bounded to the cores, a read waits for the reads ahead
  * of it and then runs through: the slowest 1 % took 4-11 ms. The price is
  * a wake-up for each read that waits: throughput 8 to 16 % lower, and
- * the median, which in a fair queue is close to the mean, 0.5-1 ms higher
+ * the median, which in a fair queue is close to the mean, 0.5-0.8 ms higher
  * (BENCHMARKS.md).
  *
  * Not gated: point reads and listing pages (0.03-0.08 ms) finish well
