@@ -15,13 +15,11 @@
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
-#include <stdlib.h>
 #include <unistd.h>
 
 #include <httpd.h>
 #include <http_config.h>
 #include <http_log.h>
-#include <apr_strings.h>
 
 #include "mod_tracellm.h"
 #include "aggregate_gate.h"
@@ -54,18 +52,13 @@ void tllm_aggregate_gate_defaults(void)
 const char *tllm_aggregate_gate_set(cmd_parms *cmd, void *dconf,
                                     const char *arg)
 {
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    char *end;
-    long n = err ? 0 : strtol(arg, &end, 10);
+    long n;
+    const char *err = tllm_global_number(cmd, arg, 0, 100000, "reads",
+                                         "no limit", &n);
 
     (void)dconf;
     if (err) {
         return err;
-    }
-    if (end == arg || *end || n < 0 || n > 100000) {
-        return apr_psprintf(cmd->pool, "%s must be a number of reads from "
-                            "0 (no limit) to 100000, not '%s'",
-                            cmd->cmd->name, arg);
     }
     configured = (int)n;
     return NULL;

@@ -2,8 +2,6 @@
  * child_memory.c - see child_memory.h. Requests only bump a counter; the
  * trimming is done by the child's own thread, so no request waits for it.
  */
-#include <stdlib.h>
-
 #include <httpd.h>
 #include <http_config.h>
 #include <http_log.h>
@@ -19,6 +17,7 @@
 #include <unistd.h>
 #endif
 
+#include "mod_tracellm.h"
 #include "child_memory.h"
 #include "dbd_expiry.h"
 #include "store.h"
@@ -55,18 +54,13 @@ void tllm_child_memory_defaults(void)
 const char *tllm_child_memory_set_cache(cmd_parms *cmd, void *dconf,
                                         const char *arg)
 {
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    char *end;
-    long mib = err ? 0 : strtol(arg, &end, 10);
+    long mib;
+    const char *err = tllm_global_number(cmd, arg, 0, 1048576, "MiB",
+                                         "no limit", &mib);
 
     (void)dconf;
     if (err) {
         return err;
-    }
-    if (end == arg || *end || mib < 0 || mib > 1048576) {
-        return apr_psprintf(cmd->pool, "%s must be a number of MiB from 0 "
-                            "(no limit) to 1048576, not '%s'",
-                            cmd->cmd->name, arg);
     }
     cache_limit_bytes = (sqlite3_int64)mib << 20;
     return NULL;

@@ -149,22 +149,40 @@ static const char *set_eventd_listen(cmd_parms *cmd, void *dconf,
     return NULL;
 }
 
-static const char *set_eventd_queue(cmd_parms *cmd, void *dconf,
-                                    const char *arg)
+const char *tllm_global_number(cmd_parms *cmd, const char *arg, long min,
+                               long max, const char *unit,
+                               const char *min_means, long *out)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
     char *end;
-    long n = err ? 0 : strtol(arg, &end, 10);
+    long n;
 
     if (err) {
         return err;
     }
-    if (end == arg || *end || n < 1 || n > 1000000) {
-        return apr_psprintf(cmd->pool, "%s must be a number of messages "
-                            "from 1 to 1000000, not '%s'", cmd->cmd->name,
-                            arg);
+    n = strtol(arg, &end, 10);
+    if (end == arg || *end || n < min || n > max) {
+        return apr_psprintf(cmd->pool, "%s must be a number of %s from "
+                            "%ld%s%s%s to %ld, not '%s'", cmd->cmd->name,
+                            unit, min, min_means ? " (" : "",
+                            min_means ? min_means : "",
+                            min_means ? ")" : "", max, arg);
     }
-    srv_conf(cmd)->queue = arg;
+    *out = n;
+    return NULL;
+}
+
+static const char *set_eventd_queue(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    long n;
+    const char *err = tllm_global_number(cmd, arg, 1, 1000000, "messages",
+                                         NULL, &n);
+
+    if (err) {
+        return err;
+    }
+    srv_conf(cmd)->queue = arg;     /* passed to the event process as is */
     return NULL;
 }
 

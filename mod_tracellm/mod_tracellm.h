@@ -39,6 +39,14 @@ typedef struct {
 
 typedef int (*tllm_route_fn)(tllm_req *q);
 
+/** A whole-number directive of the main server only: NULL with *out set
+ *  if arg is a number from min to max, else the error that makes httpd -t
+ *  fail ("<name> must be a number of <unit> from <min> (<min_means>) to
+ *  <max>, not '<arg>'"; min_means may be NULL). */
+const char *tllm_global_number(cmd_parms *cmd, const char *arg, long min,
+                               long max, const char *unit,
+                               const char *min_means, long *out);
+
 /** The database connection for this request, from mod_dbd's pool,
  *  released with the request. NULL (and the failure logged) if none can be
  *  had; the caller answers 503. */

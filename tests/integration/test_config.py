@@ -100,39 +100,38 @@ def test_write_mutex_mechanism_can_be_chosen():
         finish_server(srv)
 
 
-@pytest.mark.parametrize("value,ok", [
-    ("0", True), ("16", True), ("1048576", True),
-    ("-1", False), ("lots", False), ("1048577", False), ("", False),
+@pytest.mark.parametrize("directive,value,ok", [
+    ("TraceLLMCacheMemory", "0", True), ("TraceLLMCacheMemory", "16", True),
+    ("TraceLLMCacheMemory", "1048576", True),
+    ("TraceLLMCacheMemory", "-1", False),
+    ("TraceLLMCacheMemory", "lots", False),
+    ("TraceLLMCacheMemory", "1048577", False),
+    ("TraceLLMCacheMemory", "", False),
+    ("TraceLLMAggregateConcurrency", "0", True),
+    ("TraceLLMAggregateConcurrency", "1", True),
+    ("TraceLLMAggregateConcurrency", "100000", True),
+    ("TraceLLMAggregateConcurrency", "-1", False),
+    ("TraceLLMAggregateConcurrency", "many", False),
+    ("TraceLLMAggregateConcurrency", "100001", False),
+    ("TraceLLMAggregateConcurrency", "2.5", False),
 ])
-def test_cache_memory_values(value, ok):
-    rc, out = httpd_t(f"TraceLLMCacheMemory {value}".strip())
+def test_per_child_number_values(directive, value, ok):
+    rc, out = httpd_t(f"{directive} {value}".strip())
     assert (rc == 0) == ok, out
     if not ok:
-        assert "TraceLLMCacheMemory" in out, out
+        assert directive in out, out
 
 
-def test_cache_memory_only_at_server_level():
-    rc, out = httpd_t(location_conf="TraceLLMCacheMemory 16")
-    assert rc != 0 and "TraceLLMCacheMemory" in out, out
-
-
-@pytest.mark.parametrize("value,ok", [
-    ("0", True), ("1", True), ("64", True), ("100000", True),
-    ("-1", False), ("many", False), ("100001", False), ("2.5", False),
-])
-def test_aggregate_concurrency_values(value, ok):
-    rc, out = httpd_t(f"TraceLLMAggregateConcurrency {value}")
-    assert (rc == 0) == ok, out
-    if not ok:
-        assert "TraceLLMAggregateConcurrency" in out, out
-
-
-def test_aggregate_concurrency_only_at_server_level():
-    rc, out = httpd_t(location_conf="TraceLLMAggregateConcurrency 2")
-    assert rc != 0 and "TraceLLMAggregateConcurrency" in out, out
-    # per child, so one value for the whole server
-    rc, out = httpd_t("<VirtualHost 127.0.0.1:80>\n"
-                      "TraceLLMAggregateConcurrency 2\n</VirtualHost>")
+@pytest.mark.parametrize("directive", ["TraceLLMCacheMemory 16",
+                                       "TraceLLMAggregateConcurrency 2"])
+def test_per_child_numbers_only_in_the_main_server(directive):
+    """A child applies one value, so neither may vary by location or
+    virtual host."""
+    name = directive.split()[0]
+    rc, out = httpd_t(location_conf=directive)
+    assert rc != 0 and name in out, out
+    rc, out = httpd_t(f"<VirtualHost 127.0.0.1:80>\n{directive}\n"
+                      "</VirtualHost>")
     assert rc != 0 and "cannot occur within <VirtualHost>" in out, out
 
 
