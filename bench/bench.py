@@ -330,6 +330,7 @@ def checkpoint_size(db):
 def build_raw_insert(data):
     exe = os.path.join(data, "raw_insert")
     subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", exe,
+                    "-I", os.path.join(HERE, "..", "mod_tracellm"),
                     os.path.join(HERE, "raw_insert.c"),
                     os.path.join(HERE, "trace_rows.c"), "-lsqlite3"],
                    check=True)

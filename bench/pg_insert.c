@@ -3,7 +3,7 @@
  * what the same ingest costs PostgreSQL, the store DESIGN.md plans for
  * scale-out, on the same machine. The rows mod_tracellm stored, exactly
  * as stored, go into a fresh schema with the SQLite schema's columns and
- * rollup tables (mod_tracellm/store.c, version 3) and the traces indexes
+ * rollup tables (mod_tracellm/store.c, version 4) and the traces indexes
  * of SRC itself (their CREATE INDEX texts from sqlite_master are valid
  * PostgreSQL), in batches of 100 (the bench's ingest batch), one
  * statement and one transaction each, over CONNECTIONS connections.
@@ -11,8 +11,8 @@
  *   pg_insert SRC.db CONNINFO CONNECTIONS [MAX_SEQ]
  *
  * Each statement inserts its batch and adds the batch's sums to the three
- * rollups in data-modifying CTEs: what SQLite's triggers do row by row,
- * done once per group of the batch. Groups go in key order, so two
+ * rollups in data-modifying CTEs, once per group of the batch: what the
+ * SQLite store does per write transaction. Groups go in key order, so two
  * batches lock the rollup rows they share in the same order.
  *
  * Reads the rows into memory first; only the batches are timed. Checks

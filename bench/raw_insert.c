@@ -1,17 +1,19 @@
 /*
  * bench/raw_insert.c - the "raw SQLite" line of scripts/bench: insert the
  * rows mod_tracellm stored, exactly as stored, into a fresh database with
- * the module's own schema (tables, indexes, rollup triggers, copied from
- * the source database's sqlite_master) and its PRAGMAs (WAL,
+ * the module's own schema (tables, indexes, triggers, copied from the
+ * source database's sqlite_master) and its PRAGMAs (WAL,
  * synchronous=NORMAL, foreign_keys), in one transaction, through one
- * prepared INSERT - the same statement text the module uses.
+ * prepared INSERT, then adds them to the rollups before the COMMIT - the
+ * same statement texts the module uses (store.c, rollup_sql.h).
  *
  *   raw_insert SRC.db DST.db [MAX_SEQ]
  *
  * Reads every traces row of SRC (seq <= MAX_SEQ if given) into memory
- * first; only BEGIN .. INSERT x n .. COMMIT is timed. Prints one JSON
- * object: {"rows", "seconds", "tps", "bytes"}.
- * Built by scripts/bench: gcc -O2 raw_insert.c trace_rows.c -lsqlite3.
+ * first; only BEGIN .. INSERT x n .. rollups .. COMMIT is timed. Prints
+ * one JSON object: {"rows", "seconds", "tps", "bytes"}.
+ * Built by scripts/bench: gcc -O2 -I mod_tracellm raw_insert.c
+ * trace_rows.c -lsqlite3.
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -20,6 +22,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "rollup_sql.h"
 #include "trace_rows.h"
 
 static void die(sqlite3 *db, const char *what)
@@ -91,7 +94,8 @@ int main(int argc, char **argv)
     exec(dst, "PRAGMA foreign_keys=ON");
 
     /* The schema, in creation order (tables before their indexes and
-     * triggers); sqlite_sequence comes with the AUTOINCREMENT table. */
+     * triggers); sqlite_sequence comes with the AUTOINCREMENT table.
+     * rollup_mark starts at 0 (its row is data): the rollups are empty. */
     if (sqlite3_prepare_v2(src, "SELECT sql FROM sqlite_master"
                            " WHERE sql IS NOT NULL"
                            " AND name NOT LIKE 'sqlite_%' ORDER BY rowid",
@@ -104,6 +108,7 @@ int main(int argc, char **argv)
     }
     sqlite3_finalize(st);
     copy_pragma(src, dst, "user_version");
+    exec(dst, "INSERT INTO rollup_mark VALUES (0)");
     exec(dst, "COMMIT");
 
     n = trace_rows_read(src, max_seq, &rows, &bytes);
@@ -139,8 +144,20 @@ int main(int argc, char **argv)
         }
         sqlite3_reset(st);
     }
+    exec(dst, TLLM_SQL_ROLLUP_TOTAL_ADD);
+    exec(dst, TLLM_SQL_ROLLUP_HOUR_ADD);
+    exec(dst, TLLM_SQL_ROLLUP_LATENCY_ADD);
+    exec(dst, TLLM_SQL_ROLLUP_MARK_MOVE);
     exec(dst, "COMMIT");
     t1 = now_s();
+    sqlite3_finalize(st);
+    /* Untimed: the rollups count every row. */
+    if (sqlite3_prepare_v2(dst, "SELECT (SELECT sum(n) FROM rollup_total)"
+                           " = count(*) FROM traces", -1, &st, NULL)
+        != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW
+        || sqlite3_column_int(st, 0) != 1) {
+        die(dst, "rollups do not count every row");
+    }
     sqlite3_finalize(st);
     sqlite3_close(dst);
     printf("{\"rows\": %zu, \"seconds\": %.6f, \"tps\": %.1f,"

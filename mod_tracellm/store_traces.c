@@ -5,8 +5,8 @@
  * Listings are built from the set of filters present (one bit each), so
  * every shape of query gets WHERE terms SQLite can match to an index;
  * each shape is prepared once per connection and cached under its bits.
- * Counts and sums come from the rollup tables the schema's triggers keep
- * (store.c); only the p95 and the row lists touch the traces table, and
+ * Counts and sums come from the rollup tables (store.c), which every
+ * write transaction brings up to date before it commits; only the p95 and the row lists touch the traces table, and
  * those through an index in the order they need.
  */
 #include <stdint.h>
@@ -428,6 +428,37 @@ static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
     return TLLM_OK;
 }
 
+/* Add the rows past rollup_mark to the rollups and move the mark
+ * (rollup_sql.h): before every commit of a transaction that stored
+ * traces. */
+static int rollups_catch_up(tllm_db *db)
+{
+    static const tllm_stmt_id steps[] = {
+        ST_ROLLUP_TOTAL_ADD, ST_ROLLUP_HOUR_ADD, ST_ROLLUP_LATENCY_ADD,
+        ST_ROLLUP_MARK_MOVE
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        sqlite3_stmt *st = tllm__stmt(db, steps[i]);
+
+        if (!st || run_stmt(db, st, "update the rollups") != TLLM_OK) {
+            return TLLM_ERROR;
+        }
+    }
+    return TLLM_OK;
+}
+
+/* Commit a transaction that stored traces; rolls back if it fails. */
+static int commit_traces(tllm_db *db)
+{
+    if (rollups_catch_up(db) != TLLM_OK) {
+        tllm__rollback(db);
+        return TLLM_ERROR;
+    }
+    return tllm__commit(db);
+}
+
 static int put_one(tllm_db *db, const tllm_trace *t, int *result,
                    int64_t *last_seq)
 {
@@ -442,9 +473,11 @@ static int put_one(tllm_db *db, const tllm_trace *t, int *result,
         return TLLM_OK;
     }
     /* Delete, not update: the new version must get a new seq so the
-     * event log replays it at its new place, and the rollup triggers
-     * take the old version out of every aggregate. */
-    if (seq && delete_seq(db, seq) != TLLM_OK) {
+     * event log replays it at its new place, and the rollups' delete
+     * trigger takes the old version out of every aggregate. The old
+     * version may be this transaction's own, not yet added: add first. */
+    if (seq && (rollups_catch_up(db) != TLLM_OK
+                || delete_seq(db, seq) != TLLM_OK)) {
         return TLLM_ERROR;
     }
     if (insert(db, t, &seq) != TLLM_OK) {
@@ -464,7 +497,7 @@ int tllm_store_write_begin(tllm_db *db)
 
 int tllm_store_write_commit(tllm_db *db)
 {
-    return tllm__commit(db);
+    return commit_traces(db);
 }
 
 void tllm_store_write_rollback(tllm_db *db)
@@ -507,7 +540,7 @@ int tllm_store_traces_put(tllm_db *db, tllm_trace *const *traces, int n,
         tllm__rollback(db);
         return TLLM_ERROR;
     }
-    if (tllm__commit(db) != TLLM_OK) {
+    if (commit_traces(db) != TLLM_OK) {
         return TLLM_ERROR;
     }
     if (last_seq) {

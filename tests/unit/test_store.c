@@ -117,6 +117,48 @@ static int mutex_free(sqlite3 *sq)
     return got == sq;
 }
 
+/* How many groups of the three rollups differ from the traces' rows
+ * summed afresh ("0" when the rollups are exact; latency sums to a
+ * relative 1e-9, for the order they were added in). Groups emptied by
+ * deletes stay with n = 0 and count as absent. */
+static const char *rollups_off(sqlite3 *sq)
+{
+    static const char sql[] =
+        "WITH tt AS (SELECT project_id, environment, model_name, status,"
+        "  count(*) AS n, sum(retry_count > 0) AS retried,"
+        "  sum(retry_count) AS retries, sum(slow) AS slow,"
+        "  sum(token_count) AS tokens, sum(latency) AS latency_sum"
+        "  FROM traces GROUP BY 1, 2, 3, 4),"
+        " rt AS (SELECT * FROM rollup_total WHERE n > 0),"
+        " th AS (SELECT created_at - ((created_at % 3600000000)"
+        "  + 3600000000) % 3600000000 AS hour, project_id, environment,"
+        "  count(*) AS n, sum(token_count) AS tokens,"
+        "  sum(latency) AS latency_sum FROM traces GROUP BY 1, 2, 3),"
+        " rh AS (SELECT * FROM rollup_hour WHERE n > 0),"
+        " tl AS (SELECT p AS project_id, e AS environment, b AS bucket,"
+        "  count(*) AS n FROM ("
+        "  SELECT project_id AS p, environment AS e, lat_bucket AS b"
+        "  FROM traces UNION ALL SELECT project_id, '', lat_bucket FROM traces"
+        "  UNION ALL SELECT '', environment, lat_bucket FROM traces"
+        "  UNION ALL SELECT '', '', lat_bucket FROM traces) GROUP BY 1, 2, 3),"
+        " rl AS (SELECT * FROM rollup_latency WHERE n > 0)"
+        " SELECT (SELECT count(*) FROM rt FULL JOIN tt"
+        "  USING (project_id, environment, model_name, status)"
+        "  WHERE rt.n IS NOT tt.n OR rt.retried IS NOT tt.retried"
+        "  OR rt.retries IS NOT tt.retries OR rt.slow IS NOT tt.slow"
+        "  OR rt.tokens IS NOT tt.tokens OR NOT abs(rt.latency_sum"
+        "  - tt.latency_sum) <= 1e-9 * (1 + abs(tt.latency_sum)))"
+        " + (SELECT count(*) FROM rh FULL JOIN th"
+        "  USING (hour, project_id, environment)"
+        "  WHERE rh.n IS NOT th.n OR rh.tokens IS NOT th.tokens"
+        "  OR NOT abs(rh.latency_sum - th.latency_sum)"
+        "  <= 1e-9 * (1 + abs(th.latency_sum)))"
+        " + (SELECT count(*) FROM rl FULL JOIN tl"
+        "  USING (project_id, environment, bucket) WHERE rl.n IS NOT tl.n)";
+
+    return raw(sq, sql);
+}
+
 /* ---- projects and keys ------------------------------------------------ */
 
 static tllm_key mkkey(const char *key_id, const char *project_id,
@@ -408,6 +450,8 @@ static void test_put(tllm_db *db, sqlite3 *sq)
 
     CHECK(tllm_store_traces_put(db, two, 0, results, &last) == TLLM_OK);
     CHECK(last == 0);
+    CHECK_STR(rollups_off(sq), "0");
+    CHECK_STR(raw(sq, "SELECT seq FROM rollup_mark"), "22");
 }
 
 /* ---- listing ---------------------------------------------------------- */
@@ -662,7 +706,7 @@ static void test_failures(tllm_db *db)
 
 /* The same trace_id twice in one batch: both accepted, the later wins;
  * also a status breakdown tie (byte order). */
-static void test_same_batch(tllm_db *db)
+static void test_same_batch(tllm_db *db, sqlite3 *sq)
 {
     row g1 = { "g1", "dev", "m", "success", 1, 1, 0, 0, 0, 0 };
     row g1b = { "g1", "dev", "m", "failed", 2, 2, 0, 0, 0, 1 };
@@ -689,6 +733,9 @@ static void test_same_batch(tllm_db *db)
     CHECK_STR(counts(a.by_status), "failed=1,warning=1");
     CHECK(a.hour_traces[23] == 2);
     CHECK(near(a.hour_latency[23], 2.5));
+    /* g1's first version was deleted before its transaction added it to
+     * the rollups: nothing of it may be taken out of them. */
+    CHECK_STR(rollups_off(sq), "0");
 }
 
 
@@ -769,6 +816,37 @@ static void test_migrate_from_v1(const char *file)
     /* p1 holds 0.001, 1024, 2048.5, 3000, 7.25, 100: index 5 -> 3000. */
     CHECK(tllm_store_analytics(db, tp, "p1", NULL, 0, &a) == TLLM_OK);
     CHECK(a.p95_latency == 3000);
+
+    /* Version 4: the rows inserted by triggers' time are counted, the
+     * insert triggers are gone, and what the store writes from now on is
+     * added per transaction: a trace that replaces an old row, and one
+     * sent twice in the same batch, whose first version falls in groups
+     * that exist (m11's) and must not be taken out of them. */
+    CHECK_STR(rollups_off(sq), "0");
+    CHECK_STR(raw(sq, "SELECT seq FROM rollup_mark"), "12");
+    CHECK_STR(raw(sq, "SELECT group_concat(name) FROM (SELECT name"
+                      " FROM sqlite_master WHERE type = 'trigger'"
+                      " ORDER BY name)"),
+              "traces_latency_delete,traces_rollup_delete");
+    {
+        row fresh = { "m3", "prod", "gpt", "failed", 4096, 7, 2, 0, 0, 50 };
+        row twin = { "m12", "prod", "gpt", "success", 100, 1, 0, 0, 0, 0 };
+        row later = { "m12", "dev", "gpt", "success", 1, 3, 0, 0, 0, 60 };
+        tllm_trace *three[3];
+        int results[3];
+        int64_t last;
+
+        three[0] = mktrace(&fresh, "p1", 2);
+        three[1] = mktrace(&twin, "p1", 1);
+        three[2] = mktrace(&later, "p1", 2);
+        CHECK(tllm_store_traces_put(db, three, 3, results, &last) == TLLM_OK);
+        CHECK(results[0] == TLLM_OK && results[1] == TLLM_OK
+              && results[2] == TLLM_OK);
+        CHECK(last == 15);
+    }
+    CHECK_STR(raw(sq, "SELECT count(*) FROM traces"), "13");
+    CHECK_STR(rollups_off(sq), "0");
+    CHECK_STR(raw(sq, "SELECT seq FROM rollup_mark"), "15");
     apr_pool_destroy(cp);
 }
 
@@ -847,7 +925,7 @@ int main(void)
         CHECK_STR(list(db2, &f, 1, &total), "a20");
         CHECK(total == 21);
     }
-    test_same_batch(db);
+    test_same_batch(db, sq);
     test_mutex_released(db, sq, db2);
     test_migrate_from_v1(apr_pstrcat(tp, path, "/v1.db", NULL));
 
