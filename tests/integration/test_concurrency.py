@@ -1,9 +1,14 @@
 """Many clients at once: every ingest stored exactly once, counts exact."""
 import concurrent.futures as cf
+import fcntl
 import json
 import os
 import re
+import shutil
 import socket
+import tempfile
+import time
+from pathlib import Path
 
 import requests
 
@@ -230,3 +235,57 @@ def test_a_slow_reader_does_not_hold_an_aggregate_turn():
         assert json.loads(body)["totals"]["failed_traces"] == 100
     finally:
         finish_server(srv)
+
+
+def test_a_group_gathers_while_another_process_writes():
+    """A leader takes its group only once it holds the write lock
+    (group_commit.c): the requests that arrive while another process
+    writes join that group instead of waiting for the next. The "other
+    process" is this test, holding the flock of the write mutex."""
+    # the children, running as httpd's User, reopen the lock file: not
+    # under pytest's tmp_path, which only root may enter
+    lock_dir = Path(tempfile.mkdtemp(prefix="tllm-mutex-"))
+    try:
+        os.chmod(lock_dir, 0o777)
+        _gather_behind_a_held_lock(lock_dir)
+    finally:
+        shutil.rmtree(lock_dir, ignore_errors=True)
+
+
+def _gather_behind_a_held_lock(lock_dir):
+    srv = start_server("gather", extra_conf=(
+        "LogLevel warn tracellm:debug\n" + ONE_CHILD
+        + f"Mutex flock:{lock_dir} tracellm-write\n"))
+    try:
+        api = Api(srv.base)
+        pid, key = api.project()
+        # the key's first use is written (last_used_at), not the next ones'
+        status, text = _ingest(srv.base, key, {"trace_id": "first-" + uid()})
+        assert status == 201, text
+        files = [p for p in lock_dir.iterdir()
+                 if p.name.startswith("tracellm-write")]
+        assert len(files) == 1, list(lock_dir.iterdir())
+        clients = 8
+        # (the file closes first on the way out, so a failed assertion
+        # does not leave the requests waiting for the lock)
+        with cf.ThreadPoolExecutor(clients) as ex, \
+                open(files[0], "rb") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            futs = [ex.submit(_ingest, srv.base, key,
+                              [{"trace_id": f"gather-{i}-{k}-{uid()}"}
+                               for k in range(10)])
+                    for i in range(clients)]
+            # every request reaches the queue (a leader waits for the lock;
+            # no answer can come before it is released)
+            time.sleep(2)
+            assert not any(f.done() for f in futs)
+            fcntl.flock(held, fcntl.LOCK_UN)
+            for f in futs:
+                status, text = f.result()
+                assert status == 200, text
+        assert api.traces(project_id=pid)["total"] == 1 + clients * 10
+        groups = [int(m) for m in re.findall(
+            r"TLLM0015: committed (\d+) request", srv.error_log_text())]
+        assert groups == [1, clients], groups
+    finally:
+        finish_server(srv, allowed=[r"TLLM0015: committed"])
