@@ -17,9 +17,9 @@
  * for another child's transaction, this child's new requests still join
  * its group. Transactions grow, and a transaction's cost is mostly fixed
  * (raw SQLite, 200,000 rows: 9,845 rows/s committing every 100, 14,796
- * every 400). Batch ingest went from 10,649 to 11,290 traces/s and single
- * POSTs from 7,049 to 8,992 (scripts/bench --quick --traces 200000; see
- * BENCHMARKS.md).
+ * every 400). Batch ingest went from 10,649 and 10,664 traces/s to
+ * 11,290 and 11,460, single POSTs from 7,049 and 7,954 to 8,992 and 8,295
+ * (scripts/bench --quick --traces 200000, alternating; BENCHMARKS.md).
  *
  * If the group's transaction fails, each of its requests is written again
  * alone, so no request fails because of another's traces.

@@ -79,7 +79,8 @@
  * rollup_total and rollup_hour hold the counts and sums analytics report,
  * maintained by triggers in the same transaction as every insert and
  * delete (replacement, retention, anything), so they cannot drift from
- * the rows (inserts: see version 4). Trace rows are never UPDATEd: a new version is delete+insert.
+ * the rows (inserts: see version 4). Trace rows are never UPDATEd: a
+ * new version is delete+insert.
  * latency_sum is reset to exactly 0 when a group empties, so float
  * residue from subtraction never outlives the rows it came from.
  */

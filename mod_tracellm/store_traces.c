@@ -6,8 +6,9 @@
  * every shape of query gets WHERE terms SQLite can match to an index;
  * each shape is prepared once per connection and cached under its bits.
  * Counts and sums come from the rollup tables (store.c), which every
- * write transaction brings up to date before it commits; only the p95 and the row lists touch the traces table, and
- * those through an index in the order they need.
+ * write transaction brings up to date before it commits; only the p95
+ * and the row lists touch the traces table, and those through an index
+ * in the order they need.
  */
 #include <stdint.h>
 #include <stdio.h>

@@ -733,8 +733,8 @@ static void test_same_batch(tllm_db *db, sqlite3 *sq)
     CHECK_STR(counts(a.by_status), "failed=1,warning=1");
     CHECK(a.hour_traces[23] == 2);
     CHECK(near(a.hour_latency[23], 2.5));
-    /* g1's first version was deleted before its transaction added it to
-     * the rollups: nothing of it may be taken out of them. */
+    /* g1's first version is replaced within its own transaction: its
+     * delete may take out of the rollups only what its insert added. */
     CHECK_STR(rollups_off(sq), "0");
 }
 
@@ -764,9 +764,10 @@ static void test_mutex_released(tllm_db *db, sqlite3 *sq, tllm_db *db2)
     tllm_store_write_rollback(db2);
 }
 
-/* A version 1 database with traces migrates to version 2: every row gets
- * its latency bucket, the histogram counts every row in all four scopes,
- * and the p95 read through it is the nearest rank of the rows. */
+/* A version 1 database with traces migrates to the current version:
+ * every row gets its latency bucket (version 2), the histogram counts
+ * every row in all four scopes, and the p95 read through it is the
+ * nearest rank of the rows; then version 4's rollups (below). */
 static void test_migrate_from_v1(const char *file)
 {
     static const double lat[] = { 0, 0.001, 512, 1024, 2048, 2048.5,
@@ -821,7 +822,8 @@ static void test_migrate_from_v1(const char *file)
      * insert triggers are gone, and what the store writes from now on is
      * added per transaction: a trace that replaces an old row, and one
      * sent twice in the same batch, whose first version falls in groups
-     * that exist (m11's) and must not be taken out of them. */
+     * that exist (m11's): its delete may take out of them only what its
+     * insert added. */
     CHECK_STR(rollups_off(sq), "0");
     CHECK_STR(raw(sq, "SELECT seq FROM rollup_mark"), "12");
     CHECK_STR(raw(sq, "SELECT group_concat(name) FROM (SELECT name"
