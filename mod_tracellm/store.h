@@ -176,8 +176,9 @@ int tllm_store_traces_put(tllm_db *db, tllm_trace *const *traces, int n,
  *  the caller holds: tllm_store_write_begin, then traces_put_in for each
  *  part (each with its own results and last_seq; a TLLM_ERROR leaves the
  *  transaction to be rolled back), then tllm_store_write_commit (which
- *  rolls back if the commit fails) or tllm_store_write_rollback. One
- *  commit for many requests' traces: see group_commit.c. */
+ *  adds the transaction's traces to the rollups, and rolls back if that
+ *  or the commit fails) or tllm_store_write_rollback. One commit for
+ *  many requests' traces: see group_commit.c. */
 int tllm_store_write_begin(tllm_db *db);
 int tllm_store_traces_put_in(tllm_db *db, tllm_trace *const *traces, int n,
                              int *results, int64_t *last_seq);
