@@ -9,7 +9,9 @@
  * paid all of it for one trace. So requests of a child that come to
  * write while another is writing wait in a queue; when the writer is done,
  * one of them (the leader) takes the write lock (write_lock.h), then the
- * queue, stores every request's traces in one transaction and wakes the
+ * queue's head, stores every request's traces in one transaction (on the
+ * connection of the group's first request: requests of virtual hosts
+ * with their own databases are not grouped together) and wakes the
  * others with their own results. Each request is answered only after the
  * commit that holds its traces.
  *
@@ -43,6 +45,7 @@ APLOG_USE_MODULE(tracellm);
 
 typedef struct pending {
     tllm_db *db;                    /* the request's own connection */
+    const char *file;               /* its database (tllm_db_file) */
     tllm_trace *const *traces;
     int n;
     int *results;
@@ -73,14 +76,16 @@ void tllm_group_commit_child_init(apr_pool_t *pchild, server_rec *s)
     }
 }
 
-/* Take requests from the head of the queue, at least one, until the group
- * holds GROUP_MAX_TRACES. Called with queue_mutex held. */
+/* Take requests from the head of the queue, at least one, while they
+ * write the head's database (virtual hosts may each have their own) and
+ * until the group holds GROUP_MAX_TRACES. Called with queue_mutex held. */
 static pending *take_group(void)
 {
     pending *group = queue_head, *last = queue_head;
     int traces = last->n;
 
-    while (last->next && traces + last->next->n <= GROUP_MAX_TRACES) {
+    while (last->next && traces + last->next->n <= GROUP_MAX_TRACES
+           && strcmp(last->next->file, group->file) == 0) {
         last = last->next;
         traces += last->n;
     }
@@ -108,8 +113,8 @@ static int write_together(tllm_db *db, pending *group)
     return tllm_store_write_commit(db);
 }
 
-/* Write a group with the leader's connection; the caller holds the
- * write lock. */
+/* Write a group with db, a connection to the group's database; the
+ * caller holds the write lock. */
 static void write_group(request_rec *r, tllm_db *db, pending *group)
 {
     pending *g;
@@ -146,7 +151,7 @@ static void write_group(request_rec *r, tllm_db *db, pending *group)
 
 /* Queue me, then until it is written either wait, or (when no one is
  * writing) lead: write the queue's head as one group and wake everyone. */
-static void lead_or_wait(request_rec *r, tllm_db *db, pending *me)
+static void lead_or_wait(request_rec *r, pending *me)
 {
     apr_thread_mutex_lock(queue_mutex);
     *queue_tail = me;
@@ -168,7 +173,9 @@ static void lead_or_wait(request_rec *r, tllm_db *db, pending *me)
         group = take_group();
         apr_thread_mutex_unlock(queue_mutex);
 
-        write_group(r, db, group);
+        /* The head's connection: the leader's may be to another
+         * database. Its request waits, so no one else uses it now. */
+        write_group(r, group->db, group);
         tllm_write_unlock(r, held);
 
         apr_thread_mutex_lock(queue_mutex);
@@ -185,12 +192,13 @@ int tllm_group_commit_put(request_rec *r, tllm_db *db,
                           tllm_trace *const *traces, int n, int *results,
                           int64_t *last_seq)
 {
-    pending me = { db, traces, n, results, 0, TLLM_ERROR, 0, NULL };
+    pending me = { db, tllm_db_file(db), traces, n, results, 0, TLLM_ERROR,
+                   0, NULL };
     int wal_pages, copied;
     tllm_wal_restart restart;
 
     if (queue_mutex) {
-        lead_or_wait(r, db, &me);
+        lead_or_wait(r, &me);
     }
     else {
         int held = tllm_write_lock(r);

@@ -479,6 +479,13 @@ void tllm_db_copy_error(tllm_db *to, const tllm_db *from)
     }
 }
 
+const char *tllm_db_file(const tllm_db *db)
+{
+    const char *file = sqlite3_db_filename(db->sq, "main");
+
+    return file ? file : "";
+}
+
 sqlite3_stmt *tllm__prepare(tllm_db *db, const char *sql)
 {
     sqlite3_stmt *st = NULL;

@@ -46,6 +46,10 @@ const char *tllm_db_errmsg(tllm_db *db);
  *  connection on to's behalf failed). */
 void tllm_db_copy_error(tllm_db *to, const tllm_db *from);
 
+/** The path of db's database file ("" for an in-memory one): connections
+ *  with the same path write the same database. */
+const char *tllm_db_file(const tllm_db *db);
+
 /** child_init of an httpd child: from now on the connections attached in
  *  this process are listed for tllm_store_shrink_idle (store_idle.c). */
 void tllm_store_child_init(apr_pool_t *pchild);

@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 from conftest import finish_server, start_server
+from httpd import free_port
 from support import Api, uid
 
 
@@ -237,55 +238,113 @@ def test_a_slow_reader_does_not_hold_an_aggregate_turn():
         finish_server(srv)
 
 
+def _lock_dir():
+    """A directory for the write mutex's lock file (`Mutex flock:DIR`).
+    The children, running as httpd's User, reopen the file: not under
+    pytest's tmp_path, which only root may enter."""
+    lock_dir = Path(tempfile.mkdtemp(prefix="tllm-mutex-"))
+    os.chmod(lock_dir, 0o777)
+    return lock_dir
+
+
+def _ingest_behind_the_write_lock(lock_dir, sends):
+    """Hold the flock of the write mutex (this test is "another process
+    writing"), send every (base, key, batch) of sends at once, check that
+    none is answered while the lock is held, release it, and return the
+    answers."""
+    files = [p for p in lock_dir.iterdir()
+             if p.name.startswith("tracellm-write")]
+    assert len(files) == 1, list(lock_dir.iterdir())
+    # (the file closes first on the way out, so a failed assertion does
+    # not leave the requests waiting for the lock)
+    with cf.ThreadPoolExecutor(len(sends)) as ex, \
+            open(files[0], "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        futs = [ex.submit(_ingest, base, key, batch)
+                for base, key, batch in sends]
+        # every request reaches the queue (a leader waits for the lock; no
+        # answer can come before it is released)
+        time.sleep(2)
+        assert not any(f.done() for f in futs)
+        fcntl.flock(held, fcntl.LOCK_UN)
+        return [f.result() for f in futs]
+
+
+def _groups(srv):
+    return [int(m) for m in re.findall(r"TLLM0015: committed (\d+) request",
+                                       srv.error_log_text())]
+
+
 def test_a_group_gathers_while_another_process_writes():
     """A leader takes its group only once it holds the write lock
     (group_commit.c): the requests that arrive while another process
-    writes join that group instead of waiting for the next. The "other
-    process" is this test, holding the flock of the write mutex."""
-    # the children, running as httpd's User, reopen the lock file: not
-    # under pytest's tmp_path, which only root may enter
-    lock_dir = Path(tempfile.mkdtemp(prefix="tllm-mutex-"))
+    writes join that group instead of waiting for the next."""
+    lock_dir = _lock_dir()
+    srv = None
     try:
-        os.chmod(lock_dir, 0o777)
-        _gather_behind_a_held_lock(lock_dir)
-    finally:
-        shutil.rmtree(lock_dir, ignore_errors=True)
-
-
-def _gather_behind_a_held_lock(lock_dir):
-    srv = start_server("gather", extra_conf=(
-        "LogLevel warn tracellm:debug\n" + ONE_CHILD
-        + f"Mutex flock:{lock_dir} tracellm-write\n"))
-    try:
+        srv = start_server("gather", extra_conf=(
+            "LogLevel warn tracellm:debug\n" + ONE_CHILD
+            + f"Mutex flock:{lock_dir} tracellm-write\n"))
         api = Api(srv.base)
         pid, key = api.project()
         # the key's first use is written (last_used_at), not the next ones'
         status, text = _ingest(srv.base, key, {"trace_id": "first-" + uid()})
         assert status == 201, text
-        files = [p for p in lock_dir.iterdir()
-                 if p.name.startswith("tracellm-write")]
-        assert len(files) == 1, list(lock_dir.iterdir())
         clients = 8
-        # (the file closes first on the way out, so a failed assertion
-        # does not leave the requests waiting for the lock)
-        with cf.ThreadPoolExecutor(clients) as ex, \
-                open(files[0], "rb") as held:
-            fcntl.flock(held, fcntl.LOCK_EX)
-            futs = [ex.submit(_ingest, srv.base, key,
-                              [{"trace_id": f"gather-{i}-{k}-{uid()}"}
-                               for k in range(10)])
-                    for i in range(clients)]
-            # every request reaches the queue (a leader waits for the lock;
-            # no answer can come before it is released)
-            time.sleep(2)
-            assert not any(f.done() for f in futs)
-            fcntl.flock(held, fcntl.LOCK_UN)
-            for f in futs:
-                status, text = f.result()
-                assert status == 200, text
+        answers = _ingest_behind_the_write_lock(lock_dir, [
+            (srv.base, key, [{"trace_id": f"gather-{i}-{k}-{uid()}"}
+                             for k in range(10)])
+            for i in range(clients)])
+        assert all(status == 200 for status, _ in answers), answers
         assert api.traces(project_id=pid)["total"] == 1 + clients * 10
-        groups = [int(m) for m in re.findall(
-            r"TLLM0015: committed (\d+) request", srv.error_log_text())]
-        assert groups == [1, clients], groups
+        assert _groups(srv) == [1, clients], _groups(srv)
     finally:
-        finish_server(srv, allowed=[r"TLLM0015: committed"])
+        if srv:
+            finish_server(srv, allowed=[r"TLLM0015: committed"])
+        shutil.rmtree(lock_dir, ignore_errors=True)
+
+
+def test_a_group_holds_one_database():
+    """Two virtual hosts of one child, each with its own database: their
+    ingests, waiting in the same queue, are never committed together, and
+    each trace is stored in its own host's database only."""
+    lock_dir = _lock_dir()
+    other_port = free_port()
+    other_db = lock_dir / "other.db"
+    srv = None
+    try:
+        srv = start_server("twodb", extra_conf=(
+            "LogLevel warn tracellm:debug\n" + ONE_CHILD
+            + f"Mutex flock:{lock_dir} tracellm-write\n"
+            + f"Listen 127.0.0.1:{other_port}\n"
+            + f"<VirtualHost 127.0.0.1:{other_port}>\n"
+            + f'  DBDriver sqlite3\n  DBDParams "{other_db}"\n'
+            + "</VirtualHost>\n"))
+        other_base = f"http://127.0.0.1:{other_port}"
+        hosts = [(srv.base, *Api(srv.base).project()),
+                 (other_base, *Api(other_base).project())]
+        sends = []
+        for base, _, key in hosts:
+            # the key's first use is written (last_used_at), not the next
+            status, text = _ingest(base, key, {"trace_id": "k-" + uid()})
+            assert status == 201, text
+        for i in range(8):
+            base, _, key = hosts[i % 2]
+            sends.append((base, key, [{"trace_id": f"db{i % 2}-{i}-{k}"}
+                                      for k in range(5)]))
+        answers = _ingest_behind_the_write_lock(lock_dir, sends)
+        assert all(status == 200 for status, _ in answers), answers
+        for n, (base, pid, _) in enumerate(hosts):
+            ids = {t["trace_id"] for t in
+                   Api(base).traces(project_id=pid, limit=200)["items"]}
+            want = {f"db{n}-{i}-{k}" for i in range(n, 8, 2)
+                    for k in range(5)}
+            assert want <= ids and len(ids) == len(want) + 1, (n, ids)
+        # the first ingests, then the queue in arrival order, split
+        # wherever the database changes: no group holds both
+        groups = _groups(srv)
+        assert sum(groups) == 2 + 8 and len(groups) >= 2 + 2, groups
+    finally:
+        if srv:
+            finish_server(srv, allowed=[r"TLLM0015: committed"])
+        shutil.rmtree(lock_dir, ignore_errors=True)
