@@ -214,8 +214,9 @@ int tllm_group_commit_put(request_rec *r, tllm_db *db,
                                            : "still read, not started over",
                       apr_time_as_msec(restart.took), restart.held);
     }
-    /* Only a leader's commit asks for it; the rest of its group has been
-     * woken already. */
+    /* Only the connection that committed asks for it, the one of its
+     * group's first request; the rest of the group has been woken
+     * already. */
     if (tllm_store_checkpoint_early(db, &wal_pages, &copied)) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "TLLM0020: WAL copied "
                       "back outside the write lock: %d of %d pages",
