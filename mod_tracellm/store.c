@@ -413,8 +413,11 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_KEY_TOUCH] =
         "UPDATE api_keys SET last_used_at = ?2 WHERE key_id = ?1"
         " AND (last_used_at IS NULL OR last_used_at < ?3)",
+    /* The third column: the row is not in the rollups yet (this
+     * transaction inserted it; rollup_sql.h). */
     [ST_TRACE_LOOKUP] =
-        "SELECT seq, project_id FROM traces WHERE trace_id = ?1",
+        "SELECT seq, project_id, " TLLM_ROLLUP_PENDING
+        " FROM traces WHERE trace_id = ?1",
     [ST_TRACE_DELETE] = "DELETE FROM traces WHERE seq = ?1",
     [ST_TRACE_INSERT] =
         "INSERT INTO traces (trace_id, project_id, environment, model_name,"

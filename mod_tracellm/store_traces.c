@@ -351,14 +351,17 @@ static int end_read(tllm_db *db, int rv)
 
 /* ---- storing ---------------------------------------------------------- */
 
-/* The seq of trace_id's row (0 if none) and whether it is in project. */
-static int lookup(tllm_db *db, const tllm_trace *t, int64_t *seq, int *ours)
+/* The seq of trace_id's row (0 if none), whether it is in project, and
+ * whether the rollups do not count it yet. */
+static int lookup(tllm_db *db, const tllm_trace *t, int64_t *seq, int *ours,
+                  int *pending)
 {
     sqlite3_stmt *st = tllm__stmt(db, ST_TRACE_LOOKUP);
     int rc;
 
     *seq = 0;
     *ours = 0;
+    *pending = 0;
     if (!st) {
         return TLLM_ERROR;
     }
@@ -369,6 +372,7 @@ static int lookup(tllm_db *db, const tllm_trace *t, int64_t *seq, int *ours)
 
         *seq = sqlite3_column_int64(st, 0);
         *ours = owner && t->project_id && strcmp(owner, t->project_id) == 0;
+        *pending = sqlite3_column_int(st, 2);
     }
     else if (rc != SQLITE_DONE) {
         tllm__fail(db, "look up trace");
@@ -464,9 +468,9 @@ static int put_one(tllm_db *db, const tllm_trace *t, int *result,
                    int64_t *last_seq)
 {
     int64_t seq;
-    int ours;
+    int ours, pending;
 
-    if (lookup(db, t, &seq, &ours) != TLLM_OK) {
+    if (lookup(db, t, &seq, &ours, &pending) != TLLM_OK) {
         return TLLM_ERROR;
     }
     if (seq && !ours) {
@@ -475,9 +479,11 @@ static int put_one(tllm_db *db, const tllm_trace *t, int *result,
     }
     /* Delete, not update: the new version must get a new seq so the
      * event log replays it at its new place, and the rollups' delete
-     * trigger takes the old version out of every aggregate. The old
-     * version may be this transaction's own, not yet added: add first. */
-    if (seq && (rollups_catch_up(db) != TLLM_OK
+     * trigger takes the old version out of every aggregate. An old
+     * version this transaction inserted is not in them yet: add it
+     * first (only then, so that re-sending stored traces is not a
+     * rollup update per trace). */
+    if (seq && ((pending && rollups_catch_up(db) != TLLM_OK)
                 || delete_seq(db, seq) != TLLM_OK)) {
         return TLLM_ERROR;
     }
