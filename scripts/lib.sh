@@ -30,7 +30,8 @@ ensure_packages() {
         || die "apt-get install failed"
 }
 
-# Configure (once) and make (always: it is incremental).
+# Configure (once) and make (always: it is incremental); sets MODULE,
+# EVENTD and HTTPD.
 build_module() {
     cd "$TOP" || die "no $TOP"
     if [ ! -x configure ]; then
@@ -40,6 +41,7 @@ build_module() {
         ./configure --quiet >&2 || die "configure failed"
     fi
     make -s -j"$(nproc)" >&2 || die "make failed"
+    HTTPD=$(httpd_binary)
     MODULE="$TOP/.libs/mod_tracellm.so"
     EVENTD="$TOP/tracellm-eventd"
     [ -f "$MODULE" ] || die "make did not produce $MODULE"
@@ -57,7 +59,11 @@ ensure_web() {
         || die "npm ci failed"
 }
 
-HTTPD="$(apxs -q SBINDIR 2>/dev/null)/$(apxs -q TARGET 2>/dev/null)"
+# The httpd apxs names. Asked when needed, not when this file is sourced:
+# on a fresh machine apxs (apache2-dev) arrives with ensure_packages.
+httpd_binary() {
+    echo "$(apxs -q SBINDIR 2>/dev/null)/$(apxs -q TARGET 2>/dev/null)"
+}
 
 # start_httpd DATA: start the private httpd of DATA. glibc's per-thread
 # caches of freed small blocks are turned off for it: each of a child's 256
@@ -69,7 +75,7 @@ HTTPD="$(apxs -q SBINDIR 2>/dev/null)/$(apxs -q TARGET 2>/dev/null)"
 start_httpd() {
     local tcache_off=glibc.malloc.tcache_count=0
     GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}$tcache_off" \
-        "$HTTPD" -f "$1/httpd.conf" -k start
+        "$(httpd_binary)" -f "$1/httpd.conf" -k start
 }
 
 # render TEMPLATE OUT DATA PORT EVENTD_PORT USERGROUP: fill the @NAME@
@@ -125,7 +131,7 @@ stop_httpd() {
     local data=$1 pid tries=300
     [ -f "$data/httpd.pid" ] || return 0
     pid=$(cat "$data/httpd.pid")
-    "$HTTPD" -f "$data/httpd.conf" -k stop 2>/dev/null || kill "$pid" 2>/dev/null
+    "$(httpd_binary)" -f "$data/httpd.conf" -k stop 2>/dev/null || kill "$pid" 2>/dev/null
     while [ $tries -gt 0 ] && { [ -f "$data/httpd.pid" ] || kill -0 "$pid" 2>/dev/null; }; do
         sleep 0.1
         tries=$((tries - 1))
