@@ -447,6 +447,9 @@ static void test_put(tllm_db *db, sqlite3 *sq)
     CHECK(tllm_store_trace_get(db, tp, "new1", &body) == TLLM_NOTFOUND);
     CHECK_STR(raw(sq, "SELECT count(*) FROM traces"), "21");
     CHECK(sqlite3_get_autocommit(sq));
+    /* A trace write's larger page cache is given back however it ends
+     * (after the commits above too); kept, it would grow with reads. */
+    CHECK_STR(raw(sq, "PRAGMA cache_size"), "-2000");
 
     CHECK(tllm_store_traces_put(db, two, 0, results, &last) == TLLM_OK);
     CHECK(last == 0);
@@ -724,6 +727,7 @@ static void test_same_batch(tllm_db *db, sqlite3 *sq)
     CHECK(results[0] == TLLM_OK && results[1] == TLLM_OK
           && results[2] == TLLM_OK);
     CHECK(last == 25);
+    CHECK_STR(raw(sq, "PRAGMA cache_size"), "-2000");
     CHECK(tllm_store_trace_get(db, tp, "g1", &body) == TLLM_OK);
     CHECK_STR(body.s, "{\"trace_id\":\"g1\",\"v\":2}");
     CHECK(tllm_store_analytics(db, tp, "gamma", NULL, now_us, &a)
@@ -749,11 +753,16 @@ static void test_mutex_released(tllm_db *db, sqlite3 *sq, tllm_db *db2)
     CHECK(mutex_free(sq));
     CHECK(tllm_store_write_begin(db) == TLLM_OK);
     CHECK(!mutex_free(sq));
+    /* The group commit's path: the page cache is the writer's until the
+     * transaction ends (store_traces.c, begin_traces). */
+    CHECK_STR(raw(sq, "PRAGMA cache_size"), "-32768");
     CHECK(tllm_store_write_commit(db) == TLLM_OK);
     CHECK(mutex_free(sq));
+    CHECK_STR(raw(sq, "PRAGMA cache_size"), "-2000");
     CHECK(tllm_store_write_begin(db) == TLLM_OK);
     tllm_store_write_rollback(db);
     CHECK(mutex_free(sq));
+    CHECK_STR(raw(sq, "PRAGMA cache_size"), "-2000");
     CHECK(tllm_store_analytics(db, tp, NULL, NULL, now_us, &a) == TLLM_OK);
     CHECK(mutex_free(sq));
 
