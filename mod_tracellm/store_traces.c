@@ -467,8 +467,8 @@ static int rollups_catch_up(tllm_db *db)
  * child's TraceLLMCacheMemory still bounds all caches together).
  * PRAGMA cache_size acts when it is prepared, so it is not a cached
  * statement. 200,000 traces in batches of 100, fresh data, alternating
- * with the build before, eight rounds: faster in seven, median 8,389
- * against 8,003 traces/s; single POSTs no slower (BENCHMARKS.md).
+ * with the build before, eight rounds: faster in seven, median 8,337
+ * against 8,008 traces/s; single POSTs no slower (BENCHMARKS.md).
  */
 #define WRITER_CACHE_KIB "32768"
 #define DEFAULT_CACHE_KIB "2000"    /* SQLITE_DEFAULT_CACHE_SIZE */
