@@ -179,6 +179,8 @@ static void lead(request_rec *r, pending *me)
         pending *group, *g, *next, *successor = NULL;
         int held = tllm_write_lock(r);
 
+        /* Taken once the lock is held: while another child writes, this
+         * child's requests keep joining the group. */
         apr_thread_mutex_lock(queue_mutex);
         group = take_group();
         apr_thread_mutex_unlock(queue_mutex);
