@@ -456,13 +456,13 @@ static int rollups_catch_up(tllm_db *db)
 
 /*
  * A transaction that stores traces dirties a random page of each index
- * whose key is not time-ordered (trace_id, latency, tokens) per trace: a
- * group of 400 traces, about a thousand 16 KiB pages. SQLite's default
- * cache of 2,000 KiB holds 125: the rest are spilled to the WAL before the
- * commit, or dropped and read again when touched again (the indexes'
- * upper pages too). So the transaction's cache may
- * grow to WRITER_CACHE_KIB, and shrinks back to the default once it has
- * ended: a connection's cache is dropped anyway when another commits, and
+ * whose key is not time-ordered (trace_id, latency, tokens) per trace: at
+ * a million traces, a group of 200 dirties about 600 pages of 16 KiB.
+ * SQLite's default cache of 2,000 KiB holds 125: the rest are spilled to
+ * the WAL before the commit, or dropped and read again when touched again
+ * (the indexes' upper pages too). So the transaction's cache may grow to
+ * WRITER_CACHE_KIB, and shrinks back to the default once it has ended:
+ * a connection's cache is dropped anyway when another commits, and
  * a large one kept would only grow with the reads it serves later (the
  * child's TraceLLMCacheMemory still bounds all caches together).
  * PRAGMA cache_size acts when it is prepared, so it is not a cached
