@@ -30,12 +30,12 @@
  * woken once: when its group is committed, or when it is the queue's
  * head and the leader before it is done, to lead next. A broadcast to one
  * condition variable woke every waiter of the child at every commit,
- * most of them to sleep again: at -c32 of single POSTs, a sixth of the
- * children's time was futex calls and the context switches they caused
- * (perf). Woken one by one, the children switched 5.03 and 4.66 times a
- * request against 5.96 and 5.56 (8 s of single POSTs at -c32, fresh
- * data, alternating); the rate stayed within its noise (4,206 and 4,804
- * against 4,238 and 5,099 a second).
+ * most of them to sleep again (at -c32 of single POSTs, futex calls of
+ * every kind were a sixth of the children's time: perf). Woken one by
+ * one, the children switched 5.03 and 4.66 times a request against 5.96
+ * and 5.56 (8 s of single POSTs at -c32, fresh data, alternating); the
+ * rate stayed within its noise (4,206 and 4,804 against 4,238 and 5,099
+ * a second).
  */
 #include <errno.h>
 #include <semaphore.h>

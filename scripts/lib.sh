@@ -30,8 +30,8 @@ ensure_packages() {
         || die "apt-get install failed"
 }
 
-# Configure (once) and make (always: it is incremental); sets MODULE,
-# EVENTD and HTTPD.
+# Configure (once) and make (always: it is incremental); sets MODULE and
+# EVENTD.
 build_module() {
     cd "$TOP" || die "no $TOP"
     if [ ! -x configure ]; then
@@ -41,7 +41,6 @@ build_module() {
         ./configure --quiet >&2 || die "configure failed"
     fi
     make -s -j"$(nproc)" >&2 || die "make failed"
-    HTTPD=$(httpd_binary)
     MODULE="$TOP/.libs/mod_tracellm.so"
     EVENTD="$TOP/tracellm-eventd"
     [ -f "$MODULE" ] || die "make did not produce $MODULE"
