@@ -146,13 +146,16 @@ int main(int argc, char **argv)
     }
     exec(dst, TLLM_SQL_ROLLUP_TOTAL_ADD);
     exec(dst, TLLM_SQL_ROLLUP_HOUR_ADD);
+    exec(dst, TLLM_SQL_ROLLUP_PROJECT_ADD);
     exec(dst, TLLM_SQL_ROLLUP_LATENCY_ADD);
+    exec(dst, TLLM_SQL_ROLLUP_LATENCY_COARSE_ADD);
     exec(dst, TLLM_SQL_ROLLUP_MARK_MOVE);
     exec(dst, "COMMIT");
     t1 = now_s();
     sqlite3_finalize(st);
     /* Untimed: the rollups count every row. */
-    if (sqlite3_prepare_v2(dst, "SELECT (SELECT sum(n) FROM rollup_total)"
+    if (sqlite3_prepare_v2(dst, "SELECT (SELECT sum(n) FROM rollup_total"
+                           " WHERE project_id = '' AND environment = '')"
                            " = count(*) FROM traces", -1, &st, NULL)
         != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW
         || sqlite3_column_int(st, 0) != 1) {

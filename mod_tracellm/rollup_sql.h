@@ -1,7 +1,7 @@
 /*
  * rollup_sql.h - the statements that add new traces to the rollups, once
- * per write transaction (schema version 4, store.c). A header of its own
- * so that bench/raw_insert.c runs the very same SQL as the module.
+ * per write transaction (schema versions 4 and 5, store.c). A header of
+ * its own so that bench/raw_insert.c runs the very same SQL as the module.
  *
  * rollup_mark.seq is the highest seq the rollups hold: every row up to it
  * is counted, none after it. A write transaction inserts its rows, then
@@ -19,13 +19,34 @@
 #define TLLM_ROLLUP_HOUR_OF_CREATED \
     "created_at - ((created_at % 3600000000) + 3600000000) % 3600000000"
 
-/* "WHERE" before each ON CONFLICT: SQLite's parser needs one to tell an
- * upsert from a join's ON. */
+/* rollup_latency_coarse's bucket is rollup_latency's shifted right by
+ * this much: 16 fine buckets (8 per doubling, about 9 % wide) in one. */
+#define TLLM_LATENCY_COARSE_SHIFT 4
+#define TLLM_LATENCY_COARSE_SHIFT_SQL "4"
+
+/* Each pending row four times, once in each analytics scope it belongs
+ * to (store.c, schema_v5): its own project and environment (p, e), its
+ * project in every environment (p, ''), its environment in every project
+ * ('', e), and everything ('', ''). '' is never a real value of either.
+ * cols: the columns after the two scope columns, named in the first. */
+#define TLLM_ROLLUP_SCOPES(cols) \
+    " SELECT project_id AS p, environment AS e, " cols \
+    "  FROM traces WHERE " TLLM_ROLLUP_PENDING \
+    " UNION ALL SELECT project_id, '', " cols \
+    "  FROM traces WHERE " TLLM_ROLLUP_PENDING \
+    " UNION ALL SELECT '', environment, " cols \
+    "  FROM traces WHERE " TLLM_ROLLUP_PENDING \
+    " UNION ALL SELECT '', '', " cols \
+    "  FROM traces WHERE " TLLM_ROLLUP_PENDING
+
+/* "WHERE true" before each ON CONFLICT: SQLite's parser needs one to tell
+ * an upsert from a join's ON. */
 #define TLLM_SQL_ROLLUP_TOTAL_ADD \
-    "INSERT INTO rollup_total SELECT project_id, environment, model_name," \
-    " status, count(*), sum(retry_count > 0), sum(retry_count), sum(slow)," \
-    " sum(token_count), sum(latency)" \
-    " FROM traces WHERE " TLLM_ROLLUP_PENDING " GROUP BY 1, 2, 3, 4" \
+    "INSERT INTO rollup_total SELECT p, e, m, s, count(*), sum(r > 0)," \
+    " sum(r), sum(sl), sum(t), sum(l) FROM (" \
+    TLLM_ROLLUP_SCOPES("model_name AS m, status AS s, retry_count AS r," \
+                       " slow AS sl, token_count AS t, latency AS l") \
+    ") WHERE true GROUP BY 1, 2, 3, 4" \
     " ON CONFLICT DO UPDATE SET n = n + excluded.n," \
     " retried = retried + excluded.retried," \
     " retries = retries + excluded.retries, slow = slow + excluded.slow," \
@@ -33,25 +54,36 @@
     " latency_sum = latency_sum + excluded.latency_sum"
 
 #define TLLM_SQL_ROLLUP_HOUR_ADD \
-    "INSERT INTO rollup_hour SELECT " TLLM_ROLLUP_HOUR_OF_CREATED "," \
-    " project_id, environment, count(*), sum(token_count), sum(latency)" \
-    " FROM traces WHERE " TLLM_ROLLUP_PENDING " GROUP BY 1, 2, 3" \
+    "INSERT INTO rollup_hour (project_id, environment, hour, n, tokens," \
+    " latency_sum) SELECT p, e, h, count(*), sum(t), sum(l) FROM (" \
+    TLLM_ROLLUP_SCOPES(TLLM_ROLLUP_HOUR_OF_CREATED " AS h," \
+                       " token_count AS t, latency AS l") \
+    ") WHERE true GROUP BY 1, 2, 3" \
     " ON CONFLICT DO UPDATE SET n = n + excluded.n," \
     " tokens = tokens + excluded.tokens," \
     " latency_sum = latency_sum + excluded.latency_sum"
 
-/* The four scopes of each row (store.c, schema_v2). */
+/* Traces per project, in each environment and in all (''). */
+#define TLLM_SQL_ROLLUP_PROJECT_ADD \
+    "INSERT INTO rollup_project SELECT e, p, count(*) FROM (" \
+    " SELECT environment AS e, project_id AS p" \
+    "  FROM traces WHERE " TLLM_ROLLUP_PENDING \
+    " UNION ALL SELECT '', project_id FROM traces WHERE " \
+    TLLM_ROLLUP_PENDING ")" \
+    " WHERE true GROUP BY 1, 2" \
+    " ON CONFLICT DO UPDATE SET n = n + excluded.n"
+
 #define TLLM_SQL_ROLLUP_LATENCY_ADD \
     "INSERT INTO rollup_latency SELECT p, e, b, count(*) FROM (" \
-    " SELECT project_id AS p, environment AS e, lat_bucket AS b" \
-    "  FROM traces WHERE " TLLM_ROLLUP_PENDING \
-    " UNION ALL SELECT project_id, '', lat_bucket" \
-    "  FROM traces WHERE " TLLM_ROLLUP_PENDING \
-    " UNION ALL SELECT '', environment, lat_bucket" \
-    "  FROM traces WHERE " TLLM_ROLLUP_PENDING \
-    " UNION ALL SELECT '', '', lat_bucket" \
-    "  FROM traces WHERE " TLLM_ROLLUP_PENDING ")" \
-    " WHERE true GROUP BY 1, 2, 3" \
+    TLLM_ROLLUP_SCOPES("lat_bucket AS b") \
+    ") WHERE true GROUP BY 1, 2, 3" \
+    " ON CONFLICT DO UPDATE SET n = n + excluded.n"
+
+#define TLLM_SQL_ROLLUP_LATENCY_COARSE_ADD \
+    "INSERT INTO rollup_latency_coarse SELECT p, e, b, count(*) FROM (" \
+    TLLM_ROLLUP_SCOPES("lat_bucket >> " TLLM_LATENCY_COARSE_SHIFT_SQL \
+                       " AS b") \
+    ") WHERE true GROUP BY 1, 2, 3" \
     " ON CONFLICT DO UPDATE SET n = n + excluded.n"
 
 /* The newest row may have been deleted: the mark never goes back. */

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <apr_strings.h>
 #include "store_int.h"
+#include "rollup_sql.h"
 
 #define HOUR_US INT64_C(3600000000)
 #define RECENT_FAILURES 5
@@ -38,7 +39,8 @@ enum {
 #define F(bit) (1u << (bit))
 
 /* Filters the rollup_total table can answer counts for (it has these
- * columns under the same names). */
+ * columns under the same names; a project or environment not filtered
+ * on is its scope rows' '', schema_v5). */
 #define F_ROLLUP (F(FB_STATUS) | F(FB_MODEL) | F(FB_PROJECT) | F(FB_ENV))
 #define F_LATENCY (F(FB_LAT_MIN) | F(FB_LAT_MAX) | F(FB_LAT_BELOW))
 #define F_TOKENS (F(FB_TOK_MIN) | F(FB_TOK_MAX))
@@ -86,7 +88,9 @@ static const struct {
                        " ORDER BY created_at DESC, seq DESC LIMIT :limit)"
                        " ORDER BY created_at DESC, seq DESC" },
     [Q_COUNT] = { "SELECT count(*) FROM traces", "" },
-    [Q_ROLLUP_COUNT] = { "SELECT COALESCE(SUM(n), 0) FROM rollup_total", "" },
+    [Q_ROLLUP_COUNT] = { "SELECT COALESCE(SUM(n), 0) FROM rollup_total"
+                         " WHERE project_id = :scope_project"
+                         " AND environment = :scope_env", "" },
     [Q_RANK_DESC] = { "SELECT latency FROM traces",
                       " ORDER BY latency DESC LIMIT 1 OFFSET :offset" }
 };
@@ -148,7 +152,7 @@ static sqlite3_stmt *built(tllm_db *db, query_kind kind, unsigned mask)
 {
     unsigned key = (unsigned)kind << FB__COUNT | mask;
     built_stmt *b = apr_hash_get(db->built, &key, sizeof(key));
-    const char *sep = " WHERE ";
+    const char *sep = kind == Q_ROLLUP_COUNT ? " AND " : " WHERE ";
     const char *index = index_for(kind, mask);
     char sql[1024];    /* all terms together need well under half */
     size_t len;
@@ -160,6 +164,9 @@ static sqlite3_stmt *built(tllm_db *db, query_kind kind, unsigned mask)
     }
     len = (size_t)snprintf(sql, sizeof(sql), "%s%s%s", shape[kind].head,
                            index ? " INDEXED BY " : "", index ? index : "");
+    if (kind == Q_ROLLUP_COUNT) {
+        mask &= ~(F(FB_PROJECT) | F(FB_ENV));    /* in the head */
+    }
     for (i = 0; i < FB__COUNT; i++) {
         if (mask & F(i)) {
             len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s%s",
@@ -219,6 +226,8 @@ static void bind_query(sqlite3_stmt *st, const query *q)
     bind_text(st, ":model", q->model);
     bind_text(st, ":project", q->project);
     bind_text(st, ":env", q->env);
+    bind_text(st, ":scope_project", q->project ? q->project : "");
+    bind_text(st, ":scope_env", q->env ? q->env : "");
     bind_double(st, ":lat_min", q->lat_min);
     bind_double(st, ":lat_max", q->lat_max);
     bind_double(st, ":lat_below", q->lat_below);
@@ -439,7 +448,8 @@ static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
 static int rollups_catch_up(tllm_db *db)
 {
     static const tllm_stmt_id steps[] = {
-        ST_ROLLUP_TOTAL_ADD, ST_ROLLUP_HOUR_ADD, ST_ROLLUP_LATENCY_ADD,
+        ST_ROLLUP_TOTAL_ADD, ST_ROLLUP_HOUR_ADD, ST_ROLLUP_PROJECT_ADD,
+        ST_ROLLUP_LATENCY_ADD, ST_ROLLUP_LATENCY_COARSE_ADD,
         ST_ROLLUP_MARK_MOVE
     };
     size_t i;
@@ -664,13 +674,15 @@ typedef struct {
     double latency_sum;
 } totals;
 
+/* The scope's rows in the rollups: '' for a project or environment not
+ * filtered on (schema_v5). */
 static int bind_scope(tllm_db *db, sqlite3_stmt *st, const query *scope)
 {
     if (!st) {
         return TLLM_ERROR;
     }
-    tllm__bind_text(st, 1, scope->project);
-    tllm__bind_text(st, 2, scope->env);
+    tllm__bind_text(st, 1, scope->project ? scope->project : "");
+    tllm__bind_text(st, 2, scope->env ? scope->env : "");
     return TLLM_OK;
 }
 
@@ -761,15 +773,52 @@ static apr_array_header_t *tally_done(tally *t, apr_pool_t *p)
     return out;
 }
 
-/* The sums of rollup_total over a scope and its three
- * breakdowns: one pass over the scope's groups (a few hundred rows at
- * most: project x environment x model x status) instead of a GROUP BY and
- * a sort per breakdown. */
+/* The project breakdown: a scope with a project is that project alone;
+ * otherwise rollup_project has the counts. */
+static int by_project(tllm_db *db, apr_pool_t *p, const query *scope,
+                      int64_t total, apr_array_header_t **out)
+{
+    sqlite3_stmt *st;
+    tally project;
+    int rc;
+
+    if (scope->project) {
+        *out = apr_array_make(p, 1, sizeof(tllm_count));
+        if (total > 0) {
+            tllm_count *c = apr_array_push(*out);
+
+            c->key = apr_pstrdup(p, scope->project);
+            c->count = total;
+        }
+        return TLLM_OK;
+    }
+    st = tllm__stmt(db, ST_PROJECT_COUNTS);
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    tllm__bind_text(st, 1, scope->env ? scope->env : "");
+    tally_init(&project, p);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tally_add(&project, p, st, 0, sqlite3_column_int64(st, 1));
+    }
+    if (rc != SQLITE_DONE) {
+        tllm__fail(db, "count traces per project");
+    }
+    tllm__release(st);
+    if (rc == SQLITE_DONE) {
+        *out = tally_done(&project, p);
+    }
+    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
+/* The sums of rollup_total over a scope and its three breakdowns: one
+ * pass over the scope's own groups (a model and a status each, schema_v5)
+ * instead of a GROUP BY and a sort per breakdown. */
 static int sum_rollup(tllm_db *db, apr_pool_t *p, const query *scope,
                       totals *t, tllm_analytics *a)
 {
     sqlite3_stmt *st = tllm__stmt(db, ST_ROLLUP_SCOPE);
-    tally status, model, project;
+    tally status, model;
     int rc;
 
     memset(t, 0, sizeof(*t));
@@ -778,10 +827,9 @@ static int sum_rollup(tllm_db *db, apr_pool_t *p, const query *scope,
     }
     tally_init(&status, p);
     tally_init(&model, p);
-    tally_init(&project, p);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *state = (const char *)sqlite3_column_text(st, 2);
-        int64_t n = sqlite3_column_int64(st, 3);
+        const char *state = (const char *)sqlite3_column_text(st, 1);
+        int64_t n = sqlite3_column_int64(st, 2);
 
         t->total += n;
         if (state && strcmp(state, TLLM_STATUS_SUCCESS) == 0) {
@@ -793,42 +841,35 @@ static int sum_rollup(tllm_db *db, apr_pool_t *p, const query *scope,
         else if (state && strcmp(state, TLLM_STATUS_WARNING) == 0) {
             t->warning += n;
         }
-        t->retries += sqlite3_column_int64(st, 4);
-        t->slow += sqlite3_column_int64(st, 5);
-        t->tokens += sqlite3_column_int64(st, 6);
-        t->latency_sum += sqlite3_column_double(st, 7);
-        tally_add(&project, p, st, 0, n);
-        tally_add(&model, p, st, 1, n);
-        tally_add(&status, p, st, 2, n);
+        t->retries += sqlite3_column_int64(st, 3);
+        t->slow += sqlite3_column_int64(st, 4);
+        t->tokens += sqlite3_column_int64(st, 5);
+        t->latency_sum += sqlite3_column_double(st, 6);
+        tally_add(&model, p, st, 0, n);
+        tally_add(&status, p, st, 1, n);
     }
     if (rc != SQLITE_DONE) {
         tllm__fail(db, "sum traces");
     }
     tllm__release(st);
-    if (rc == SQLITE_DONE) {
-        a->by_status = tally_done(&status, p);
-        a->by_model = tally_done(&model, p);
-        a->by_project = tally_done(&project, p);
+    if (rc != SQLITE_DONE) {
+        return TLLM_ERROR;
     }
-    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+    a->by_status = tally_done(&status, p);
+    a->by_model = tally_done(&model, p);
+    return by_project(db, p, scope, t->total, &a->by_project);
 }
 
-/* The bucket of scope's latency histogram holding the rank-th largest
- * latency (0 = the largest), and that latency's rank within the bucket.
- * found = 0 if the histogram has fewer traces than that. */
-static int bucket_of_rank(tllm_db *db, const query *scope, int64_t rank,
-                          int64_t *bucket, int64_t *rank_in, int *found)
+/* Walk a histogram's (bucket, n) rows, largest bucket first, to the one
+ * holding the rank-th largest value (0 = the largest), and that value's
+ * rank within the bucket. found = 0 if the rows hold fewer values. */
+static int walk_to_rank(tllm_db *db, sqlite3_stmt *st, int64_t rank,
+                        int64_t *bucket, int64_t *rank_in, int *found)
 {
-    sqlite3_stmt *st = tllm__stmt(db, ST_LATENCY_BUCKETS);
     int64_t above = 0;
     int rc;
 
     *found = 0;
-    if (!st) {
-        return TLLM_ERROR;
-    }
-    tllm__bind_text(st, 1, scope->project ? scope->project : "");
-    tllm__bind_text(st, 2, scope->env ? scope->env : "");
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t n = sqlite3_column_int64(st, 1);
 
@@ -846,6 +887,34 @@ static int bucket_of_rank(tllm_db *db, const query *scope, int64_t rank,
     }
     tllm__release(st);
     return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
+/* The bucket of scope's latency histogram holding the rank-th largest
+ * latency, and that latency's rank within the bucket: the coarse
+ * histogram names the coarse bucket, whose 16 fine buckets are then
+ * walked (schema_v5). found = 0 if the histogram has fewer traces. */
+static int bucket_of_rank(tllm_db *db, const query *scope, int64_t rank,
+                          int64_t *bucket, int64_t *rank_in, int *found)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_LATENCY_COARSE);
+    int64_t coarse = 0, rank_coarse = 0;
+
+    *found = 0;
+    if (bind_scope(db, st, scope) != TLLM_OK
+        || walk_to_rank(db, st, rank, &coarse, &rank_coarse, found)
+           != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    if (!*found) {
+        return TLLM_OK;
+    }
+    st = tllm__stmt(db, ST_LATENCY_BUCKETS);
+    if (bind_scope(db, st, scope) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    sqlite3_bind_int64(st, 3, coarse << TLLM_LATENCY_COARSE_SHIFT);
+    sqlite3_bind_int64(st, 4, (coarse + 1) << TLLM_LATENCY_COARSE_SHIFT);
+    return walk_to_rank(db, st, rank_coarse, bucket, rank_in, found);
 }
 
 /* Nearest rank: sorted ascending, the value at index ceil(0.95 n) - 1,
@@ -871,8 +940,8 @@ static int p95(tllm_db *db, const query *scope, int64_t n, double *out)
         return TLLM_ERROR;
     }
     if (!found) {
-        snprintf(db->errmsg, sizeof(db->errmsg), "rollup_latency holds "
-                 "fewer traces than rollup_total (%lld)", (long long)n);
+        snprintf(db->errmsg, sizeof(db->errmsg), "the latency histograms "
+                 "hold fewer traces than rollup_total (%lld)", (long long)n);
         return TLLM_ERROR;
     }
     in_bucket.mask |= F(FB_LAT_MIN) | F(FB_LAT_BELOW);

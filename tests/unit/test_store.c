@@ -117,31 +117,39 @@ static int mutex_free(sqlite3 *sq)
     return got == sq;
 }
 
-/* How many groups of the three rollups differ from the traces' rows
- * summed afresh ("0" when the rollups are exact; latency sums to a
- * relative 1e-9, for the order they were added in). Groups emptied by
- * deletes stay with n = 0 and count as absent. */
+/* How many groups of the five rollups differ from the traces' rows
+ * summed afresh, in every scope ('' = any project or environment,
+ * schema_v5) ("0" when the rollups are exact; latency sums to a relative
+ * 1e-9, for the order they were added in). Groups emptied by deletes stay
+ * with n = 0 and count as absent. */
 static const char *rollups_off(sqlite3 *sq)
 {
     static const char sql[] =
-        "WITH tt AS (SELECT project_id, environment, model_name, status,"
+        "WITH sc AS (SELECT project_id AS p, environment AS e, * FROM traces"
+        "  UNION ALL SELECT project_id, '', * FROM traces"
+        "  UNION ALL SELECT '', environment, * FROM traces"
+        "  UNION ALL SELECT '', '', * FROM traces),"
+        " tt AS (SELECT p AS project_id, e AS environment, model_name, status,"
         "  count(*) AS n, sum(retry_count > 0) AS retried,"
         "  sum(retry_count) AS retries, sum(slow) AS slow,"
         "  sum(token_count) AS tokens, sum(latency) AS latency_sum"
-        "  FROM traces GROUP BY 1, 2, 3, 4),"
+        "  FROM sc GROUP BY 1, 2, 3, 4),"
         " rt AS (SELECT * FROM rollup_total WHERE n > 0),"
         " th AS (SELECT created_at - ((created_at % 3600000000)"
-        "  + 3600000000) % 3600000000 AS hour, project_id, environment,"
-        "  count(*) AS n, sum(token_count) AS tokens,"
-        "  sum(latency) AS latency_sum FROM traces GROUP BY 1, 2, 3),"
+        "  + 3600000000) % 3600000000 AS hour, p AS project_id,"
+        "  e AS environment, count(*) AS n, sum(token_count) AS tokens,"
+        "  sum(latency) AS latency_sum FROM sc GROUP BY 1, 2, 3),"
         " rh AS (SELECT * FROM rollup_hour WHERE n > 0),"
-        " tl AS (SELECT p AS project_id, e AS environment, b AS bucket,"
-        "  count(*) AS n FROM ("
-        "  SELECT project_id AS p, environment AS e, lat_bucket AS b"
-        "  FROM traces UNION ALL SELECT project_id, '', lat_bucket FROM traces"
-        "  UNION ALL SELECT '', environment, lat_bucket FROM traces"
-        "  UNION ALL SELECT '', '', lat_bucket FROM traces) GROUP BY 1, 2, 3),"
-        " rl AS (SELECT * FROM rollup_latency WHERE n > 0)"
+        " tp AS (SELECT environment, project_id, count(*) AS n FROM traces"
+        "  GROUP BY 1, 2 UNION ALL SELECT '', project_id, count(*)"
+        "  FROM traces GROUP BY 2),"
+        " rp AS (SELECT * FROM rollup_project WHERE n > 0),"
+        " tl AS (SELECT p AS project_id, e AS environment, lat_bucket AS"
+        "  bucket, count(*) AS n FROM sc GROUP BY 1, 2, 3),"
+        " rl AS (SELECT * FROM rollup_latency WHERE n > 0),"
+        " tc AS (SELECT p AS project_id, e AS environment, lat_bucket >> 4"
+        "  AS bucket, count(*) AS n FROM sc GROUP BY 1, 2, 3),"
+        " rc AS (SELECT * FROM rollup_latency_coarse WHERE n > 0)"
         " SELECT (SELECT count(*) FROM rt FULL JOIN tt"
         "  USING (project_id, environment, model_name, status)"
         "  WHERE rt.n IS NOT tt.n OR rt.retried IS NOT tt.retried"
@@ -153,8 +161,12 @@ static const char *rollups_off(sqlite3 *sq)
         "  WHERE rh.n IS NOT th.n OR rh.tokens IS NOT th.tokens"
         "  OR NOT abs(rh.latency_sum - th.latency_sum)"
         "  <= 1e-9 * (1 + abs(th.latency_sum)))"
+        " + (SELECT count(*) FROM rp FULL JOIN tp"
+        "  USING (environment, project_id) WHERE rp.n IS NOT tp.n)"
         " + (SELECT count(*) FROM rl FULL JOIN tl"
-        "  USING (project_id, environment, bucket) WHERE rl.n IS NOT tl.n)";
+        "  USING (project_id, environment, bucket) WHERE rl.n IS NOT tl.n)"
+        " + (SELECT count(*) FROM rc FULL JOIN tc"
+        "  USING (project_id, environment, bucket) WHERE rc.n IS NOT tc.n)";
 
     return raw(sq, sql);
 }
@@ -842,9 +854,10 @@ static void test_migrate_from_v1(const char *file)
                            " body, lat_bucket) VALUES ('hand', 'p2', 'dev',"
                            " 'gpt', 'success', 0, 1, 0, 0, 99, '{}', 0)",
                        NULL, NULL, NULL) == SQLITE_OK);
-    /* Off in its rollup_total group, its hour, and its latency bucket in
-     * each of the four scopes (all groups m0's row already has). */
-    CHECK_STR(rollups_off(sq), "6");
+    /* Off in each of the four scopes of its rollup_total group, its hour,
+     * its fine and its coarse latency bucket, and in its project's two
+     * counts (all groups m0's row already has). */
+    CHECK_STR(rollups_off(sq), "18");
     CHECK_STR(raw(sq, "SELECT group_concat(name) FROM (SELECT name"
                       " FROM sqlite_master WHERE type = 'trigger'"
                       " ORDER BY name)"),
