@@ -3,22 +3,23 @@
  * what the same ingest costs PostgreSQL, the store DESIGN.md plans for
  * scale-out, on the same machine. The rows mod_tracellm stored, exactly
  * as stored, go into a fresh schema with the SQLite schema's columns and
- * rollup tables (mod_tracellm/store.c, version 4) and the traces indexes
+ * rollup tables (mod_tracellm/store.c, version 5) and the traces indexes
  * of SRC itself (their CREATE INDEX texts from sqlite_master are valid
  * PostgreSQL), in batches of 100 (the bench's ingest batch), one
  * statement and one transaction each, over CONNECTIONS connections.
  *
  *   pg_insert SRC.db CONNINFO CONNECTIONS [MAX_SEQ]
  *
- * Each statement inserts its batch and adds the batch's sums to the three
- * rollups in data-modifying CTEs, once per group of the batch: what the
+ * Each statement inserts its batch and adds the batch's sums to the five
+ * rollups, each row in its four analytics scopes (rollup_sql.h), in
+ * data-modifying CTEs, once per group of the batch: what the
  * SQLite store does per write transaction. Groups go in key order, so two
  * batches lock the rollup rows they share in the same order.
  *
  * Reads the rows into memory first; only the batches are timed. Checks
  * afterwards that the table and every rollup count exactly the rows sent.
  * Prints one JSON object: {"rows", "seconds", "tps", "connections",
- * "batch", "retries", "db_bytes"}; db_bytes are the four tables' with
+ * "batch", "retries", "db_bytes"}; db_bytes are the six tables' with
  * their indexes (an empty database's catalog is about 7.5 MB more).
  * Built by scripts/bench: gcc -O2 pg_insert.c trace_rows.c -lpq -lsqlite3.
  */
@@ -43,7 +44,7 @@
  * SQLite keeps it. */
 static const char schema[] =
     "DROP TABLE IF EXISTS traces, rollup_total, rollup_hour,"
-    " rollup_latency;"
+    " rollup_project, rollup_latency, rollup_latency_coarse;"
     "CREATE TABLE traces ("
     " seq bigserial PRIMARY KEY,"
     " trace_id text UNIQUE NOT NULL,"
@@ -65,10 +66,16 @@ static const char schema[] =
     " latency_sum double precision NOT NULL,"
     " PRIMARY KEY (project_id, environment, model_name, status));"
     "CREATE TABLE rollup_hour ("
-    " hour bigint, project_id text, environment text, n bigint NOT NULL,"
+    " project_id text, environment text, hour bigint, n bigint NOT NULL,"
     " tokens bigint NOT NULL, latency_sum double precision NOT NULL,"
-    " PRIMARY KEY (hour, project_id, environment));"
+    " PRIMARY KEY (project_id, environment, hour));"
+    "CREATE TABLE rollup_project ("
+    " environment text, project_id text, n bigint NOT NULL,"
+    " PRIMARY KEY (environment, project_id));"
     "CREATE TABLE rollup_latency ("
+    " project_id text, environment text, bucket bigint, n bigint NOT NULL,"
+    " PRIMARY KEY (project_id, environment, bucket));"
+    "CREATE TABLE rollup_latency_coarse ("
     " project_id text, environment text, bucket bigint, n bigint NOT NULL,"
     " PRIMARY KEY (project_id, environment, bucket));";
 
@@ -82,11 +89,16 @@ static const char insert_batch[] =
     "  created_at, body, lat_bucket) SELECT * FROM batch"
     "  RETURNING project_id, environment, model_name, status, latency,"
     "  token_count, retry_count, slow, created_at, lat_bucket)"
+    /* Each inserted row in its four scopes ('' = any). */
+    " , sc AS (SELECT project_id p, environment e, * FROM ins"
+    "  UNION ALL SELECT project_id, '', * FROM ins"
+    "  UNION ALL SELECT '', environment, * FROM ins"
+    "  UNION ALL SELECT '', '', * FROM ins)"
     " , total AS (INSERT INTO rollup_total"
-    "  SELECT project_id, environment, model_name, status, count(*),"
+    "  SELECT p, e, model_name, status, count(*),"
     "  count(*) FILTER (WHERE retry_count > 0), sum(retry_count),"
     "  sum(slow), sum(token_count), sum(latency)"
-    "  FROM ins GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+    "  FROM sc GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
     "  ON CONFLICT (project_id, environment, model_name, status)"
     "  DO UPDATE SET n = rollup_total.n + excluded.n,"
     "  retried = rollup_total.retried + excluded.retried,"
@@ -95,22 +107,28 @@ static const char insert_batch[] =
     "  tokens = rollup_total.tokens + excluded.tokens,"
     "  latency_sum = rollup_total.latency_sum + excluded.latency_sum)"
     " , hours AS (INSERT INTO rollup_hour"
-    "  SELECT created_at - ((created_at % 3600000000) + 3600000000)"
-    "  % 3600000000, project_id, environment, count(*), sum(token_count),"
-    "  sum(latency) FROM ins GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-    "  ON CONFLICT (hour, project_id, environment)"
+    "  SELECT p, e, created_at - ((created_at % 3600000000) + 3600000000)"
+    "  % 3600000000, count(*), sum(token_count), sum(latency)"
+    "  FROM sc GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    "  ON CONFLICT (project_id, environment, hour)"
     "  DO UPDATE SET n = rollup_hour.n + excluded.n,"
     "  tokens = rollup_hour.tokens + excluded.tokens,"
     "  latency_sum = rollup_hour.latency_sum + excluded.latency_sum)"
+    " , projects AS (INSERT INTO rollup_project"
+    "  SELECT e, p, count(*) FROM sc WHERE p <> '' AND (e = '' OR e ="
+    "  environment) GROUP BY 1, 2 ORDER BY 1, 2"
+    "  ON CONFLICT (environment, project_id)"
+    "  DO UPDATE SET n = rollup_project.n + excluded.n)"
     " , latency AS (INSERT INTO rollup_latency"
-    "  SELECT p, e, b, count(*) FROM ("
-    "   SELECT project_id p, environment e, lat_bucket b FROM ins"
-    "   UNION ALL SELECT project_id, '', lat_bucket FROM ins"
-    "   UNION ALL SELECT '', environment, lat_bucket FROM ins"
-    "   UNION ALL SELECT '', '', lat_bucket FROM ins) scopes"
+    "  SELECT p, e, lat_bucket, count(*) FROM sc"
     "  GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     "  ON CONFLICT (project_id, environment, bucket)"
     "  DO UPDATE SET n = rollup_latency.n + excluded.n)"
+    " , coarse AS (INSERT INTO rollup_latency_coarse"
+    "  SELECT p, e, lat_bucket >> 4, count(*) FROM sc"
+    "  GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    "  ON CONFLICT (project_id, environment, bucket)"
+    "  DO UPDATE SET n = rollup_latency_coarse.n + excluded.n)"
     " SELECT count(*) FROM ins";
 
 static const char *conninfo;
@@ -327,11 +345,23 @@ static void check_counts(PGconn *c)
 {
     static const char *const counts[] = {
         "SELECT count(*) FROM traces",
-        "SELECT sum(n) FROM rollup_total",
-        "SELECT sum(n) FROM rollup_hour",
+        "SELECT sum(n) FROM rollup_total"
+        " WHERE project_id = '' AND environment = ''",
+        "SELECT sum(n) FROM rollup_total"
+        " WHERE project_id <> '' AND environment <> ''",
+        "SELECT sum(n) FROM rollup_hour"
+        " WHERE project_id = '' AND environment = ''",
+        "SELECT sum(n) FROM rollup_hour"
+        " WHERE project_id <> '' AND environment <> ''",
+        "SELECT sum(n) FROM rollup_project WHERE environment = ''",
+        "SELECT sum(n) FROM rollup_project WHERE environment <> ''",
         "SELECT sum(n) FROM rollup_latency"
         " WHERE project_id = '' AND environment = ''",
         "SELECT sum(n) FROM rollup_latency"
+        " WHERE project_id <> '' AND environment <> ''",
+        "SELECT sum(n) FROM rollup_latency_coarse"
+        " WHERE project_id = '' AND environment = ''",
+        "SELECT sum(n) FROM rollup_latency_coarse"
         " WHERE project_id <> '' AND environment <> ''"
     };
     size_t i;
@@ -397,7 +427,10 @@ int main(int argc, char **argv)
            retries, query_int(c, "SELECT pg_total_relation_size('traces')"
                               " + pg_total_relation_size('rollup_total')"
                               " + pg_total_relation_size('rollup_hour')"
-                              " + pg_total_relation_size('rollup_latency')"));
+                              " + pg_total_relation_size('rollup_project')"
+                              " + pg_total_relation_size('rollup_latency')"
+                              " + pg_total_relation_size("
+                              "'rollup_latency_coarse')"));
     PQfinish(c);
     return 0;
 }
