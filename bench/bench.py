@@ -332,7 +332,9 @@ def build_raw_insert(data):
     subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", exe,
                     "-I", os.path.join(HERE, "..", "mod_tracellm"),
                     os.path.join(HERE, "raw_insert.c"),
-                    os.path.join(HERE, "trace_rows.c"), "-lsqlite3"],
+                    os.path.join(HERE, "trace_rows.c"),
+                    os.path.join(HERE, "..", "mod_tracellm", "rollup_delta.c"),
+                    "-lsqlite3"],
                    check=True)
 
 

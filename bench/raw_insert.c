@@ -5,7 +5,8 @@
  * source database's sqlite_master) and its PRAGMAs (WAL,
  * synchronous=NORMAL, foreign_keys), in one transaction, through one
  * prepared INSERT, then adds them to the rollups before the COMMIT - the
- * same statement texts the module uses (store.c, rollup_sql.h).
+ * same code and statement texts the module uses (rollup_delta.c sums each
+ * row as it goes in, rollup_sql.h's upserts write the sums).
  *
  *   raw_insert SRC.db DST.db [MAX_SEQ]
  *
@@ -13,7 +14,7 @@
  * first; only BEGIN .. INSERT x n .. rollups .. COMMIT is timed. Prints
  * one JSON object: {"rows", "seconds", "tps", "bytes"}.
  * Built by scripts/bench: gcc -O2 -I mod_tracellm raw_insert.c
- * trace_rows.c -lsqlite3.
+ * trace_rows.c mod_tracellm/rollup_delta.c -lsqlite3.
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "rollup_delta.h"
 #include "rollup_sql.h"
 #include "trace_rows.h"
 
@@ -65,10 +67,32 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* The module's upserts of the rollup sums (store.c). */
+static void prepare_upserts(sqlite3 *dst,
+                            sqlite3_stmt *upsert[TLLM_ROLLUP__COUNT])
+{
+    static const char *const sql[TLLM_ROLLUP__COUNT] = {
+        [TLLM_ROLLUP_TOTAL] = TLLM_SQL_ROLLUP_TOTAL_UPSERT,
+        [TLLM_ROLLUP_HOUR] = TLLM_SQL_ROLLUP_HOUR_UPSERT,
+        [TLLM_ROLLUP_PROJECT] = TLLM_SQL_ROLLUP_PROJECT_UPSERT,
+        [TLLM_ROLLUP_LATENCY] = TLLM_SQL_ROLLUP_LATENCY_UPSERT,
+        [TLLM_ROLLUP_COARSE] = TLLM_SQL_ROLLUP_COARSE_UPSERT
+    };
+    int k;
+
+    for (k = 0; k < TLLM_ROLLUP__COUNT; k++) {
+        if (sqlite3_prepare_v3(dst, sql[k], -1, SQLITE_PREPARE_PERSISTENT,
+                               &upsert[k], NULL) != SQLITE_OK) {
+            die(dst, "prepare rollup upsert");
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     sqlite3 *src, *dst;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st, *upsert[TLLM_ROLLUP__COUNT];
+    tllm_rollup_delta delta;
     trace_row *rows;
     size_t n, i, bytes;
     sqlite3_int64 max_seq = argc > 3 ? atoll(argv[3]) : INT64_MAX;
@@ -123,6 +147,8 @@ int main(int argc, char **argv)
             -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
         die(dst, "prepare insert");
     }
+    prepare_upserts(dst, upsert);
+    tllm_rollup_delta_init(&delta);
     t0 = now_s();
     exec(dst, "BEGIN IMMEDIATE");
     for (i = 0; i < n; i++) {
@@ -143,16 +169,29 @@ int main(int argc, char **argv)
             die(dst, "insert");
         }
         sqlite3_reset(st);
+        {
+            tllm_rollup_row row = {
+                r->text[1], r->text[2], r->text[3], r->text[4], r->latency,
+                r->tokens, r->retries, r->slow, r->created_at, r->lat_bucket
+            };
+
+            tllm_rollup_delta_add(&delta, &row,
+                                  sqlite3_last_insert_rowid(dst));
+        }
     }
-    exec(dst, TLLM_SQL_ROLLUP_TOTAL_ADD);
-    exec(dst, TLLM_SQL_ROLLUP_HOUR_ADD);
-    exec(dst, TLLM_SQL_ROLLUP_PROJECT_ADD);
-    exec(dst, TLLM_SQL_ROLLUP_LATENCY_ADD);
-    exec(dst, TLLM_SQL_ROLLUP_LATENCY_COARSE_ADD);
+    /* As the module's commit: the mark is 0, every row is the delta's. */
+    if (!tllm_rollup_delta_covers(&delta, 0)
+        || tllm_rollup_delta_flush(&delta, upsert) != SQLITE_DONE) {
+        die(dst, "rollups");
+    }
+    tllm_rollup_delta_clear(&delta);
     exec(dst, TLLM_SQL_ROLLUP_MARK_MOVE);
     exec(dst, "COMMIT");
     t1 = now_s();
     sqlite3_finalize(st);
+    for (i = 0; i < TLLM_ROLLUP__COUNT; i++) {
+        sqlite3_finalize(upsert[i]);
+    }
     /* Untimed: the rollups count every row. */
     if (sqlite3_prepare_v2(dst, "SELECT (SELECT sum(n) FROM rollup_total"
                            " WHERE project_id = '' AND environment = '')"

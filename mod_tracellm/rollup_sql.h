@@ -8,6 +8,11 @@
  * adds the rows past the mark grouped, then moves the mark, all before
  * its COMMIT, so no reader ever sees a row the rollups do not count.
  * Each group is one upsert per transaction instead of one per row.
+ *
+ * The rows a transaction inserted itself are summed in C as they go in
+ * (rollup_delta.c) and written with the *_UPSERT statements; the *_ADD
+ * statements count the rows past the mark from the table, when some were
+ * not inserted that way (by hand, outside the module).
  */
 #ifndef TLLM_ROLLUP_SQL_H
 #define TLLM_ROLLUP_SQL_H
@@ -85,6 +90,39 @@
                        " AS b") \
     ") WHERE true GROUP BY 1, 2, 3" \
     " ON CONFLICT DO UPDATE SET n = n + excluded.n"
+
+/* One group of rollup_delta.c, added to its row; the parameters in the
+ * order of rollup_delta.c's bind_group. */
+#define TLLM_SQL_ROLLUP_TOTAL_UPSERT \
+    "INSERT INTO rollup_total (project_id, environment, model_name," \
+    " status, n, retried, retries, slow, tokens, latency_sum)" \
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)" \
+    " ON CONFLICT DO UPDATE SET n = n + excluded.n," \
+    " retried = retried + excluded.retried," \
+    " retries = retries + excluded.retries, slow = slow + excluded.slow," \
+    " tokens = tokens + excluded.tokens," \
+    " latency_sum = latency_sum + excluded.latency_sum"
+
+#define TLLM_SQL_ROLLUP_HOUR_UPSERT \
+    "INSERT INTO rollup_hour (project_id, environment, hour, n, tokens," \
+    " latency_sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6)" \
+    " ON CONFLICT DO UPDATE SET n = n + excluded.n," \
+    " tokens = tokens + excluded.tokens," \
+    " latency_sum = latency_sum + excluded.latency_sum"
+
+#define TLLM_SQL_ROLLUP_PROJECT_UPSERT \
+    "INSERT INTO rollup_project (environment, project_id, n)" \
+    " VALUES (?1, ?2, ?3) ON CONFLICT DO UPDATE SET n = n + excluded.n"
+
+#define TLLM_SQL_ROLLUP_LATENCY_UPSERT \
+    "INSERT INTO rollup_latency (project_id, environment, bucket, n)" \
+    " VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET n = n + excluded.n"
+
+#define TLLM_SQL_ROLLUP_COARSE_UPSERT \
+    "INSERT INTO rollup_latency_coarse (project_id, environment, bucket, n)" \
+    " VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET n = n + excluded.n"
+
+#define TLLM_SQL_ROLLUP_MARK_GET "SELECT seq FROM rollup_mark"
 
 /* The newest row may have been deleted: the mark never goes back. */
 #define TLLM_SQL_ROLLUP_MARK_MOVE \

@@ -538,6 +538,12 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_ROLLUP_LATENCY_ADD] = TLLM_SQL_ROLLUP_LATENCY_ADD,
     [ST_ROLLUP_LATENCY_COARSE_ADD] = TLLM_SQL_ROLLUP_LATENCY_COARSE_ADD,
     [ST_ROLLUP_MARK_MOVE] = TLLM_SQL_ROLLUP_MARK_MOVE,
+    [ST_ROLLUP_TOTAL_UPSERT] = TLLM_SQL_ROLLUP_TOTAL_UPSERT,
+    [ST_ROLLUP_HOUR_UPSERT] = TLLM_SQL_ROLLUP_HOUR_UPSERT,
+    [ST_ROLLUP_PROJECT_UPSERT] = TLLM_SQL_ROLLUP_PROJECT_UPSERT,
+    [ST_ROLLUP_LATENCY_UPSERT] = TLLM_SQL_ROLLUP_LATENCY_UPSERT,
+    [ST_ROLLUP_COARSE_UPSERT] = TLLM_SQL_ROLLUP_COARSE_UPSERT,
+    [ST_ROLLUP_MARK_GET] = TLLM_SQL_ROLLUP_MARK_GET,
     /* The scope's groups by model and status: the summary and two of
      * the breakdowns are summed from these rows in one pass
      * (store_traces.c). */
@@ -770,6 +776,7 @@ static apr_status_t db_cleanup(void *data)
 
     tllm__idle_unregister(db);
     tllm__finalize_statements(db);
+    tllm_rollup_delta_clear(&db->delta);
     return APR_SUCCESS;
 }
 

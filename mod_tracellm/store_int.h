@@ -8,6 +8,7 @@
 
 #include <apr_hash.h>
 #include "store.h"
+#include "rollup_delta.h"
 
 /* Every fixed statement, an index into tllm_db.stmt (SQL in store.c). */
 typedef enum {
@@ -19,6 +20,10 @@ typedef enum {
     ST_ROLLUP_TOTAL_ADD, ST_ROLLUP_HOUR_ADD, ST_ROLLUP_PROJECT_ADD,
     ST_ROLLUP_LATENCY_ADD, ST_ROLLUP_LATENCY_COARSE_ADD,
     ST_ROLLUP_MARK_MOVE,
+    /* In rollup_delta.h's order (TLLM_ROLLUP_TOTAL ...). */
+    ST_ROLLUP_TOTAL_UPSERT, ST_ROLLUP_HOUR_UPSERT, ST_ROLLUP_PROJECT_UPSERT,
+    ST_ROLLUP_LATENCY_UPSERT, ST_ROLLUP_COARSE_UPSERT,
+    ST_ROLLUP_MARK_GET,
     ST_ROLLUP_SCOPE, ST_PROJECT_COUNTS, ST_FLAGGED_TOTALS, ST_HOURS,
     ST_LATENCY_COARSE, ST_LATENCY_BUCKETS,
     ST_EVENTS_AFTER, ST_LAST_SEQ,
@@ -31,6 +36,7 @@ struct tllm_db {
     sqlite3_stmt *stmt[ST__COUNT]; /* prepared on first use */
     apr_hash_t *built;             /* SQL built from filters, by shape */
     int holds_mutex;               /* a transaction holds sq's mutex */
+    tllm_rollup_delta delta;       /* the write transaction's rollup sums */
     int page_size;                 /* for the WAL hook (store.c) */
     int checkpoint_early;          /* the hook asks for one after commit */
     tllm_wal_restart restart;      /* the hook's last try to restart the

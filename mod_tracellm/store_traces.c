@@ -439,18 +439,26 @@ static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
         return TLLM_ERROR;
     }
     *seq = sqlite3_last_insert_rowid(db->sq);
+    {
+        tllm_rollup_row row = {
+            t->project_id, t->environment, t->model_name, t->status,
+            t->latency, t->token_count, t->retry_count,
+            t->slow_request ? 1 : 0, t->created_at,
+            tllm__latency_bucket(t->latency)
+        };
+
+        tllm_rollup_delta_add(&db->delta, &row, *seq);
+    }
     return TLLM_OK;
 }
 
-/* Add the rows past rollup_mark to the rollups and move the mark
- * (rollup_sql.h): before every commit of a transaction that stored
- * traces. */
-static int rollups_catch_up(tllm_db *db)
+/* Count the rows past rollup_mark from the table (rollup_sql.h's *_ADD):
+ * when some were not inserted through this connection's delta. */
+static int add_pending(tllm_db *db)
 {
     static const tllm_stmt_id steps[] = {
         ST_ROLLUP_TOTAL_ADD, ST_ROLLUP_HOUR_ADD, ST_ROLLUP_PROJECT_ADD,
-        ST_ROLLUP_LATENCY_ADD, ST_ROLLUP_LATENCY_COARSE_ADD,
-        ST_ROLLUP_MARK_MOVE
+        ST_ROLLUP_LATENCY_ADD, ST_ROLLUP_LATENCY_COARSE_ADD
     };
     size_t i;
 
@@ -462,6 +470,55 @@ static int rollups_catch_up(tllm_db *db)
         }
     }
     return TLLM_OK;
+}
+
+/* Write the delta's groups (rollup_delta.c). */
+static int add_delta(tllm_db *db)
+{
+    sqlite3_stmt *upsert[TLLM_ROLLUP__COUNT];
+    int i;
+
+    for (i = 0; i < TLLM_ROLLUP__COUNT; i++) {
+        upsert[i] = tllm__stmt(db, (tllm_stmt_id)(ST_ROLLUP_TOTAL_UPSERT + i));
+        if (!upsert[i]) {
+            return TLLM_ERROR;
+        }
+    }
+    if (tllm_rollup_delta_flush(&db->delta, upsert) != SQLITE_DONE) {
+        tllm__fail(db, "update the rollups");
+        return TLLM_ERROR;
+    }
+    return TLLM_OK;
+}
+
+static int read_mark(tllm_db *db, int64_t *mark)
+{
+    sqlite3_stmt *st = tllm__stmt(db, ST_ROLLUP_MARK_GET);
+    int found;
+
+    return scalar(db, st, &found, mark, NULL);
+}
+
+/* Add the rows past rollup_mark to the rollups and move the mark
+ * (rollup_sql.h): before every commit of a transaction that stored
+ * traces, and before it deletes a row it inserted. The rows are summed
+ * as they went in (rollup_delta.c) when those are all there is past the
+ * mark; otherwise SQL counts them from the table. */
+static int rollups_catch_up(tllm_db *db)
+{
+    int64_t mark = 0;
+    int rv = read_mark(db, &mark);
+    sqlite3_stmt *st;
+
+    if (rv == TLLM_OK) {
+        rv = tllm_rollup_delta_covers(&db->delta, mark) ? add_delta(db)
+                                                        : add_pending(db);
+    }
+    tllm_rollup_delta_clear(&db->delta);
+    if (rv != TLLM_OK || !(st = tllm__stmt(db, ST_ROLLUP_MARK_MOVE))) {
+        return TLLM_ERROR;
+    }
+    return run_stmt(db, st, "update the rollups");
 }
 
 /*
@@ -494,6 +551,7 @@ static void set_cache(tllm_db *db, const char *kib)
 
 static int begin_traces(tllm_db *db)
 {
+    tllm_rollup_delta_clear(&db->delta);
     if (tllm__begin(db, 1) != TLLM_OK) {
         return TLLM_ERROR;
     }
@@ -503,6 +561,7 @@ static int begin_traces(tllm_db *db)
 
 static void rollback_traces(tllm_db *db)
 {
+    tllm_rollup_delta_clear(&db->delta);
     tllm__rollback(db);
     set_cache(db, DEFAULT_CACHE_KIB);
 }
