@@ -412,6 +412,20 @@ static int delete_seq(tllm_db *db, int64_t seq)
     return run_stmt(db, st, "replace trace");
 }
 
+/* The inserted row's columns, summed for the rollups (rollup_delta.c):
+ * written by rollups_catch_up. */
+static void add_to_delta(tllm_db *db, const tllm_trace *t, int64_t seq)
+{
+    tllm_rollup_row row = {
+        t->project_id, t->environment, t->model_name, t->status,
+        t->latency, t->token_count, t->retry_count,
+        t->slow_request ? 1 : 0, t->created_at,
+        tllm__latency_bucket(t->latency)
+    };
+
+    tllm_rollup_delta_add(&db->delta, &row, seq);
+}
+
 static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
 {
     sqlite3_stmt *st = tllm__stmt(db, ST_TRACE_INSERT);
@@ -439,16 +453,7 @@ static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
         return TLLM_ERROR;
     }
     *seq = sqlite3_last_insert_rowid(db->sq);
-    {
-        tllm_rollup_row row = {
-            t->project_id, t->environment, t->model_name, t->status,
-            t->latency, t->token_count, t->retry_count,
-            t->slow_request ? 1 : 0, t->created_at,
-            tllm__latency_bucket(t->latency)
-        };
-
-        tllm_rollup_delta_add(&db->delta, &row, *seq);
-    }
+    add_to_delta(db, t, *seq);
     return TLLM_OK;
 }
 
@@ -977,8 +982,8 @@ static int bucket_of_rank(tllm_db *db, const query *scope, int64_t rank,
 }
 
 /* Nearest rank: sorted ascending, the value at index ceil(0.95 n) - 1,
- * that is rank n - 1 - k from the top. The histogram (rollup_latency)
- * names the bucket that holds it; then only that bucket's stretch of
+ * that is rank n - 1 - k from the top. The histograms (bucket_of_rank)
+ * name the bucket that holds it; then only that bucket's stretch of
  * traces_latency is walked, from the top, to the rank within it. Integer
  * arithmetic: 0.95 * n in floating point can land just above a whole
  * number and take the next rank. */
