@@ -25,7 +25,9 @@
     "created_at - ((created_at % 3600000000) + 3600000000) % 3600000000"
 
 /* rollup_latency_coarse's bucket is rollup_latency's shifted right by
- * this much: 16 fine buckets (8 per doubling, about 9 % wide) in one. */
+ * this much: 16 fine buckets (8 per doubling, about 9 % wide) in one.
+ * Stored data depends on it: changing it takes a migration that rebuilds
+ * that table (schema_v5 builds it). */
 #define TLLM_LATENCY_COARSE_SHIFT 4
 #define TLLM_LATENCY_COARSE_SHIFT_SQL "4"
 
