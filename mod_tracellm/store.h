@@ -26,7 +26,7 @@ enum {
 };
 
 /** The schema version this build migrates to. */
-#define TLLM_SCHEMA_VERSION 5
+#define TLLM_SCHEMA_VERSION 6
 
 typedef struct tllm_db tllm_db;
 

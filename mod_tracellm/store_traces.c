@@ -119,10 +119,11 @@ static const char *index_for(query_kind kind, unsigned mask)
         }
     }
     if (kind == Q_PAGE) {
-        /* Newest first: a project alone has its own time index; any
-         * other filter is tested inside traces_created, which carries
-         * them all. */
-        return mask & ~F(FB_PROJECT) ? "traces_created" : NULL;
+        /* Newest first, the other filters tested inside the index: a
+         * project's own entries in traces_project, else everything's in
+         * traces_created (both carry every filtered column, schema_v6). */
+        return mask & F(FB_PROJECT) ? "traces_project"
+               : mask ? "traces_created" : NULL;
     }
     if (mask & F_LATENCY) {
         return "traces_latency";
