@@ -19,44 +19,6 @@ struct tllm_rollup_group {
 
 typedef struct tllm_rollup_group group;
 
-/* A key being built: kind, then each string as its length and bytes,
- * then at most one integer (the hour or the bucket). */
-typedef struct {
-    char buf[1024];
-    size_t len;
-    int overflow;
-} key;
-
-static void key_start(key *k, int kind)
-{
-    k->buf[0] = (char)kind;
-    k->len = 1;
-    k->overflow = 0;
-}
-
-static void key_bytes(key *k, const void *p, size_t n)
-{
-    if (k->overflow || n > sizeof(k->buf) - k->len) {
-        k->overflow = 1;
-        return;
-    }
-    memcpy(k->buf + k->len, p, n);
-    k->len += n;
-}
-
-static void key_str(key *k, const char *s)
-{
-    uint32_t n = s ? (uint32_t)strlen(s) : 0;
-
-    key_bytes(k, &n, sizeof(n));
-    key_bytes(k, s ? s : "", n);
-}
-
-static void key_int(key *k, int64_t v)
-{
-    key_bytes(k, &v, sizeof(v));
-}
-
 /* FNV-1a: keys are a few dozen bytes. */
 static uint64_t hash_of(const char *p, size_t n)
 {
@@ -88,6 +50,47 @@ static void *grow(void *p, size_t *cap, size_t need, size_t size,
     return q;
 }
 
+/* A key is built at the end of the keys buffer: its kind, then each
+ * string as its length and bytes, then at most one integer (the hour or
+ * the bucket). find() keeps it there for a new group, drops it for a
+ * group that has one already. */
+static void key_bytes(tllm_rollup_delta *d, const void *p, size_t n)
+{
+    void *q;
+
+    if (d->failed) {
+        return;
+    }
+    if (!(q = grow(d->keys, &d->keys_cap, d->keys_len + n, 1, 16384))) {
+        d->failed = 1;
+        return;
+    }
+    d->keys = q;
+    memcpy(d->keys + d->keys_len, p, n);
+    d->keys_len += n;
+}
+
+static void key_start(tllm_rollup_delta *d, int kind)
+{
+    char c = (char)kind;
+
+    d->key_at = d->keys_len;
+    key_bytes(d, &c, 1);
+}
+
+static void key_str(tllm_rollup_delta *d, const char *s)
+{
+    uint32_t n = s ? (uint32_t)strlen(s) : 0;
+
+    key_bytes(d, &n, sizeof(n));
+    key_bytes(d, s ? s : "", n);
+}
+
+static void key_int(tllm_rollup_delta *d, int64_t v)
+{
+    key_bytes(d, &v, sizeof(v));
+}
+
 /* Rebuild the index at twice the size, at most half full after. */
 static int reindex(tllm_rollup_delta *d)
 {
@@ -111,19 +114,21 @@ static int reindex(tllm_rollup_delta *d)
     return 0;
 }
 
-/* The group of key k, added with zero sums if new; NULL when out of
- * memory (the delta is then marked failed). */
-static group *find(tllm_rollup_delta *d, const key *k)
+/* The group of the key just built, added with zero sums if new; NULL
+ * when out of memory (the delta is then marked failed). */
+static group *find(tllm_rollup_delta *d)
 {
-    uint64_t h = hash_of(k->buf, k->len);
+    const char *k = d->keys + d->key_at;
+    size_t len = d->keys_len - d->key_at;
+    uint64_t h;
     size_t at;
     group *g;
     void *p;
 
-    if (d->failed || k->overflow) {
-        d->failed = 1;
+    if (d->failed) {
         return NULL;
     }
+    h = hash_of(k, len);
     if (2 * (d->ngroups + 1) > d->index_cap && reindex(d) != 0) {
         d->failed = 1;
         return NULL;
@@ -131,8 +136,9 @@ static group *find(tllm_rollup_delta *d, const key *k)
     for (at = (size_t)h & (d->index_cap - 1); d->index[at];
          at = (at + 1) & (d->index_cap - 1)) {
         g = &d->groups[d->index[at] - 1];
-        if (g->hash == h && g->key_len == k->len
-            && memcmp(d->keys + g->key_at, k->buf, k->len) == 0) {
+        if (g->hash == h && g->key_len == len
+            && memcmp(d->keys + g->key_at, k, len) == 0) {
+            d->keys_len = d->key_at;    /* the group has its key */
             return g;
         }
     }
@@ -142,19 +148,11 @@ static group *find(tllm_rollup_delta *d, const key *k)
         return NULL;
     }
     d->groups = p;
-    if (!(p = grow(d->keys, &d->keys_cap, d->keys_len + k->len, 1,
-                   16384))) {
-        d->failed = 1;
-        return NULL;
-    }
-    d->keys = p;
     g = &d->groups[d->ngroups];
     memset(g, 0, sizeof(*g));
-    g->key_at = d->keys_len;
-    g->key_len = k->len;
+    g->key_at = d->key_at;
+    g->key_len = len;
     g->hash = h;
-    memcpy(d->keys + d->keys_len, k->buf, k->len);
-    d->keys_len += k->len;
     d->index[at] = (uint32_t)++d->ngroups;
     return g;
 }
@@ -177,7 +175,6 @@ void tllm_rollup_delta_add(tllm_rollup_delta *d, const tllm_rollup_row *row,
     /* The row's four scopes ('' = any; rollup_sql.h). */
     const char *project[4] = { row->project_id, row->project_id, "", "" };
     const char *env[4] = { row->environment, "", row->environment, "" };
-    key k;
     group *g;
     int s;
 
@@ -187,12 +184,12 @@ void tllm_rollup_delta_add(tllm_rollup_delta *d, const tllm_rollup_row *row,
     d->rows++;
     d->last_seq = seq;
     for (s = 0; s < 4; s++) {
-        key_start(&k, TLLM_ROLLUP_TOTAL);
-        key_str(&k, project[s]);
-        key_str(&k, env[s]);
-        key_str(&k, row->model_name);
-        key_str(&k, row->status);
-        if ((g = find(d, &k))) {
+        key_start(d, TLLM_ROLLUP_TOTAL);
+        key_str(d, project[s]);
+        key_str(d, env[s]);
+        key_str(d, row->model_name);
+        key_str(d, row->status);
+        if ((g = find(d))) {
             g->n++;
             g->retried += row->retry_count > 0;
             g->retries += row->retry_count;
@@ -200,36 +197,36 @@ void tllm_rollup_delta_add(tllm_rollup_delta *d, const tllm_rollup_row *row,
             g->tokens += row->token_count;
             g->latency_sum += row->latency;
         }
-        key_start(&k, TLLM_ROLLUP_HOUR);
-        key_str(&k, project[s]);
-        key_str(&k, env[s]);
-        key_int(&k, hour_of(row->created_at));
-        if ((g = find(d, &k))) {
+        key_start(d, TLLM_ROLLUP_HOUR);
+        key_str(d, project[s]);
+        key_str(d, env[s]);
+        key_int(d, hour_of(row->created_at));
+        if ((g = find(d))) {
             g->n++;
             g->tokens += row->token_count;
             g->latency_sum += row->latency;
         }
-        key_start(&k, TLLM_ROLLUP_LATENCY);
-        key_str(&k, project[s]);
-        key_str(&k, env[s]);
-        key_int(&k, row->lat_bucket);
-        if ((g = find(d, &k))) {
+        key_start(d, TLLM_ROLLUP_LATENCY);
+        key_str(d, project[s]);
+        key_str(d, env[s]);
+        key_int(d, row->lat_bucket);
+        if ((g = find(d))) {
             g->n++;
         }
-        key_start(&k, TLLM_ROLLUP_COARSE);
-        key_str(&k, project[s]);
-        key_str(&k, env[s]);
-        key_int(&k, row->lat_bucket >> TLLM_LATENCY_COARSE_SHIFT);
-        if ((g = find(d, &k))) {
+        key_start(d, TLLM_ROLLUP_COARSE);
+        key_str(d, project[s]);
+        key_str(d, env[s]);
+        key_int(d, row->lat_bucket >> TLLM_LATENCY_COARSE_SHIFT);
+        if ((g = find(d))) {
             g->n++;
         }
     }
     /* rollup_project: the project in its environment and in all. */
     for (s = 0; s < 2; s++) {
-        key_start(&k, TLLM_ROLLUP_PROJECT);
-        key_str(&k, env[s]);
-        key_str(&k, row->project_id);
-        if ((g = find(d, &k))) {
+        key_start(d, TLLM_ROLLUP_PROJECT);
+        key_str(d, env[s]);
+        key_str(d, row->project_id);
+        if ((g = find(d))) {
             g->n++;
         }
     }
@@ -303,6 +300,9 @@ int tllm_rollup_delta_flush(const tllm_rollup_delta *d,
 {
     size_t i;
 
+    if (d->failed) {
+        return SQLITE_NOMEM;
+    }
     for (i = 0; i < d->ngroups; i++) {
         sqlite3_stmt *st = bind_group(d, &d->groups[i], upsert);
         int rc = sqlite3_step(st);

@@ -4,11 +4,12 @@
  * per group (rollup_sql.h: TLLM_SQL_ROLLUP_*_UPSERT). Plain C and SQLite
  * only: bench/raw_insert.c builds the very same code.
  *
- * The SQL catch-up (TLLM_SQL_ROLLUP_*_ADD) scans the new rows once per
- * scope and puts them through a temporary b-tree to group them; summing
+ * The SQL this replaced (INSERT ... SELECT ... GROUP BY from the rows past
+ * rollup_mark, one statement per rollup) scanned the new rows once per
+ * scope and put them through a temporary b-tree to group them; summing
  * as they go in spares both. Raw SQLite, 20,000 rows of the bench's mix
  * committed every 200 (about 1,100 groups a transaction): 2.1-2.4 ms of
- * rollups per transaction against 4.3-5.4 with the catch-up (2.3-3.0
+ * rollups per transaction against 4.3-5.4 with that SQL (2.3-3.0
  * for schema version 4's fewer rollups); one row a transaction: 37 us
  * against 98 (54).
  */
@@ -40,6 +41,7 @@ typedef struct {
     size_t index_cap;                   /* a power of two, or 0 */
     char *keys;                         /* the groups' keys, end to end */
     size_t keys_len, keys_cap;
+    size_t key_at;                      /* where the key being built is */
     int64_t rows, first_seq, last_seq;  /* the rows added, their seqs */
     int failed;                         /* out of memory: not usable */
 } tllm_rollup_delta;
@@ -52,12 +54,12 @@ void tllm_rollup_delta_add(tllm_rollup_delta *d, const tllm_rollup_row *row,
 
 /* Whether the delta holds exactly the rows past rollup_mark, given the
  * mark: rows were added, with consecutive seqs right after it, and no
- * allocation failed. Otherwise the SQL catch-up must count them. */
+ * allocation failed. Otherwise they must be read back from the table. */
 int tllm_rollup_delta_covers(const tllm_rollup_delta *d, int64_t mark);
 
 /* Write every group with upsert[kind] (prepared from rollup_sql.h);
- * SQLITE_DONE, or the failing step's code. The delta is left as it was:
- * clear it after. */
+ * SQLITE_DONE, SQLITE_NOMEM if an allocation failed while adding, or the
+ * failing step's code. The delta is left as it was: clear it after. */
 int tllm_rollup_delta_flush(const tllm_rollup_delta *d,
                             sqlite3_stmt *const upsert[TLLM_ROLLUP__COUNT]);
 

@@ -458,24 +458,35 @@ static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
     return TLLM_OK;
 }
 
-/* Count the rows past rollup_mark from the table (rollup_sql.h's *_ADD):
- * when some were not inserted through this connection's delta. */
-static int add_pending(tllm_db *db)
+/* Sum every row past the mark from the table into a fresh delta: when
+ * some were not inserted through it (put into traces by hand). */
+static int delta_from_table(tllm_db *db)
 {
-    static const tllm_stmt_id steps[] = {
-        ST_ROLLUP_TOTAL_ADD, ST_ROLLUP_HOUR_ADD, ST_ROLLUP_PROJECT_ADD,
-        ST_ROLLUP_LATENCY_ADD, ST_ROLLUP_LATENCY_COARSE_ADD
-    };
-    size_t i;
+    sqlite3_stmt *st = tllm__stmt(db, ST_ROLLUP_PENDING_ROWS);
+    int rc;
 
-    for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-        sqlite3_stmt *st = tllm__stmt(db, steps[i]);
-
-        if (!st || run_stmt(db, st, "update the rollups") != TLLM_OK) {
-            return TLLM_ERROR;
-        }
+    tllm_rollup_delta_clear(&db->delta);
+    if (!st) {
+        return TLLM_ERROR;
     }
-    return TLLM_OK;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tllm_rollup_row row = {
+            (const char *)sqlite3_column_text(st, 1),
+            (const char *)sqlite3_column_text(st, 2),
+            (const char *)sqlite3_column_text(st, 3),
+            (const char *)sqlite3_column_text(st, 4),
+            sqlite3_column_double(st, 5), sqlite3_column_int64(st, 6),
+            sqlite3_column_int64(st, 7), sqlite3_column_int64(st, 8),
+            sqlite3_column_int64(st, 9), sqlite3_column_int64(st, 10)
+        };
+
+        tllm_rollup_delta_add(&db->delta, &row, sqlite3_column_int64(st, 0));
+    }
+    if (rc != SQLITE_DONE) {
+        tllm__fail(db, "read the rows the rollups do not count");
+    }
+    tllm__release(st);
+    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
 }
 
 /* Write the delta's groups (rollup_delta.c). */
@@ -490,11 +501,16 @@ static int add_delta(tllm_db *db)
             return TLLM_ERROR;
         }
     }
-    if (tllm_rollup_delta_flush(&db->delta, upsert) != SQLITE_DONE) {
-        tllm__fail(db, "update the rollups");
+    switch (tllm_rollup_delta_flush(&db->delta, upsert)) {
+    case SQLITE_DONE:
+        return TLLM_OK;
+    case SQLITE_NOMEM:
+        snprintf(db->errmsg, sizeof(db->errmsg),
+                 "update the rollups: out of memory");
         return TLLM_ERROR;
+    default:
+        return tllm__fail(db, "update the rollups");
     }
-    return TLLM_OK;
 }
 
 static int read_mark(tllm_db *db, int64_t *mark)
@@ -509,16 +525,18 @@ static int read_mark(tllm_db *db, int64_t *mark)
  * (rollup_sql.h): before every commit of a transaction that stored
  * traces, and before it deletes a row it inserted. The rows are summed
  * as they went in (rollup_delta.c) when those are all there is past the
- * mark; otherwise SQL counts them from the table. */
+ * mark; otherwise all of them are read back from the table. */
 static int rollups_catch_up(tllm_db *db)
 {
     int64_t mark = 0;
     int rv = read_mark(db, &mark);
     sqlite3_stmt *st;
 
+    if (rv == TLLM_OK && !tllm_rollup_delta_covers(&db->delta, mark)) {
+        rv = delta_from_table(db);
+    }
     if (rv == TLLM_OK) {
-        rv = tllm_rollup_delta_covers(&db->delta, mark) ? add_delta(db)
-                                                        : add_pending(db);
+        rv = add_delta(db);
     }
     tllm_rollup_delta_clear(&db->delta);
     if (rv != TLLM_OK || !(st = tllm__stmt(db, ST_ROLLUP_MARK_MOVE))) {

@@ -786,6 +786,23 @@ static void test_same_batch(tllm_db *db, sqlite3 *sq)
     /* g1's first version is replaced within its own transaction: its
      * delete may take out of the rollups only what its insert added. */
     CHECK_STR(rollups_off(sq), "0");
+    /* A model name of any length is a key of the C-summed rollups
+     * (rollup_delta.c builds keys in a growing buffer). */
+    {
+        char *model = apr_palloc(tp, 5001);
+        row long_model = { "g3", "dev", NULL, "success", 4, 4, 0, 0, 0, 3 };
+
+        memset(model, 'x', 5000);
+        model[5000] = '\0';
+        long_model.model = model;
+        batch[0] = mktrace(&long_model, "gamma", 1);
+        CHECK(tllm_store_traces_put(db, batch, 1, results, &last) == TLLM_OK);
+        CHECK(results[0] == TLLM_OK);
+        CHECK_STR(raw(sq, "SELECT sum(n) FROM rollup_total WHERE"
+                          " project_id = '' AND environment = ''"
+                          " AND length(model_name) = 5000"), "1");
+        CHECK_STR(rollups_off(sq), "0");
+    }
 }
 
 
