@@ -13,6 +13,7 @@
 #include <sqlite3.h>
 #ifdef __GLIBC__
 #include <malloc.h>
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 #endif
@@ -35,16 +36,36 @@ APLOG_USE_MODULE(tracellm);
  * arena: mapping it would queue the threads on the kernel's mmap lock,
  * as per-request allocators did. */
 #define TLLM_MALLOC_TRIM_THRESHOLD (128 * 1024)
+
+/* The trim threshold while requests come (trim_loop). Every write
+ * transaction loads up to 32 MiB of SQLite pages (store_traces.c), and
+ * every commit by another process drops a connection's whole cache: with
+ * the quiet threshold each such free handed the arena's top back
+ * (madvise, a TLB flush on every core) and the next transaction faulted
+ * the same memory in again. Measured on a host where faults and TLB
+ * flushes are dear (a nested guest): batch ingest into a million traces
+ * 2,960 and 3,042 traces/s against 5,567 and 5,365 with it kept, the
+ * children's CPU 79 and 76 s against 37 and 39 (BENCHMARKS.md). */
+#define TLLM_MALLOC_TRIM_BUSY (64 * 1024 * 1024)
 #define TLLM_MALLOC_MMAP_THRESHOLD (512 * 1024)
 
 /* Arenas per online CPU when the environment sets no cap (glibc: 8). */
 #define TLLM_MALLOC_ARENAS_PER_CPU 2
+
+/* glibc trims an arena's top when a free leaves a chunk this large
+ * (FASTBIN_CONSOLIDATION_THRESHOLD): the size of visit_arena's block. */
+#define TLLM_ARENA_VISIT_BYTES (64 * 1024)
 #endif
 
 static sqlite3_int64 cache_limit_bytes;
 
 /* Requests served in this child; the thread trims when it has moved. */
 static apr_uint32_t served;
+
+#ifdef __GLIBC__
+/* The arenas a child may have (cap_arenas), for trim_arena_tops. */
+static int arena_count;
+#endif
 
 void tllm_child_memory_defaults(void)
 {
@@ -198,25 +219,62 @@ typedef struct {
     server_rec *s;
 } trimmer;
 
+/* One block from this thread's arena, freed: a free this large trims the
+ * arena's top to the threshold of the moment. volatile: a compiler may
+ * drop a malloc whose block is never used. */
+static void *visit_arena(void *unused)
+{
+    volatile char *block = malloc(TLLM_ARENA_VISIT_BYTES);
+
+    if (block) {
+        block[0] = 0;
+        free((void *)block);
+    }
+    return unused;
+}
+
+/* malloc_trim does not reach the top of a thread arena: only a free in
+ * that arena does. A child that went quiet right after a burst of writes
+ * kept 8 to 14 MB that way in one of its arenas (malloc_info), as the
+ * busy threshold let the tops grow. Once a process has all the arenas
+ * its cap allows, glibc gives each new thread the next one in turn, so a
+ * few short threads, one after the other, visit every arena: twice the
+ * cap, in case some arenas were not made yet. */
+static int trim_arena_tops(void)
+{
+    int i;
+
+    for (i = 0; i < 2 * arena_count; i++) {
+        pthread_t thread;
+
+        if (pthread_create(&thread, NULL, visit_arena, NULL) != 0) {
+            break;
+        }
+        pthread_join(thread, NULL);
+    }
+    return i;
+}
+
 /* Quiet for a whole interval after requests, or mod_dbd has just closed
  * connections that were idle too long (dbd_expiry.h): the page caches of
  * the child's idle connections go too (store_idle.c). */
 static void shrink_idle(trimmer *t, int closed)
 {
     tllm_shrink_report rep;
-    int renewed, released;
+    int renewed, visits, released;
 
     tllm_store_shrink_idle(&rep);
     renewed = bulk_renew_if_unused();
+    visits = trim_arena_tops();
     released = malloc_trim(0);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, t->s, "TLLM0019: child idle: "
                  "SQLite memory %" APR_INT64_T_FMT " -> %" APR_INT64_T_FMT
                  " bytes, %d connection(s) shrunk, %d statement(s)"
                  " finalized, %d busy, %d closed by mod_dbd;"
-                 " bulk allocator %s; heap %s",
+                 " bulk allocator %s; %d arena visit(s); heap %s",
                  (apr_int64_t)rep.bytes_before, (apr_int64_t)rep.bytes_after,
                  rep.shrunk, rep.statements, rep.busy, closed,
-                 renewed ? "renewed" : "in use",
+                 renewed ? "renewed" : "in use", visits,
                  released ? "trimmed" : "had nothing to trim");
 }
 
@@ -268,7 +326,11 @@ static void tune_malloc(server_rec *s)
     int trim_ok = mallopt(M_TRIM_THRESHOLD, TLLM_MALLOC_TRIM_THRESHOLD);
     int fast_ok = mallopt(M_MXFAST, 0);
     int arenas = cap_arenas();
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     char cap[32] = "as httpd's environment sets";
+
+    /* Not known when the environment sets the cap: glibc's default. */
+    arena_count = arenas > 0 ? arenas : (int)(cpus > 0 ? cpus : 1) * 8;
 
     if (arenas > 0) {
         apr_snprintf(cap, sizeof(cap), "at most %d", arenas);
@@ -277,10 +339,12 @@ static void tune_malloc(server_rec *s)
         apr_cpystrn(cap, "NOT capped", sizeof(cap));
     }
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "TLLM0023: malloc "
-                 "thresholds %s: trim %d KiB, mmap %d KiB, no fast bins;"
+                 "thresholds %s: trim %d KiB (%d MiB while busy), mmap %d"
+                 " KiB, no fast bins;"
                  " arenas: %s",
                  mmap_ok && trim_ok && fast_ok ? "fixed" : "NOT fixed",
                  TLLM_MALLOC_TRIM_THRESHOLD / 1024,
+                 TLLM_MALLOC_TRIM_BUSY / (1024 * 1024),
                  TLLM_MALLOC_MMAP_THRESHOLD / 1024, cap);
 }
 
@@ -290,6 +354,7 @@ static void *APR_THREAD_FUNC trim_loop(apr_thread_t *thread, void *data)
     apr_uint32_t seen = apr_atomic_read32(&served);
     apr_uint32_t shrunk_at = seen;
     int quiet = 0;               /* intervals in a row with no request */
+    int busy = 0;                /* the busy trim threshold is set */
 
     apr_thread_mutex_lock(t->lock);
     while (!t->stopping) {
@@ -305,14 +370,25 @@ static void *APR_THREAD_FUNC trim_loop(apr_thread_t *thread, void *data)
 
             seen = now;
             quiet = 0;
+            if (!busy) {
+                busy = mallopt(M_TRIM_THRESHOLD, TLLM_MALLOC_TRIM_BUSY);
+            }
             released = malloc_trim(0);
             ap_log_error(APLOG_MARK, APLOG_TRACE1, 0, t->s,
-                         "TLLM0018: heap trimmed (%s)",
-                         released ? "memory released" : "nothing to release");
+                         "TLLM0018: heap trimmed (%s), trim threshold %s",
+                         released ? "memory released" : "nothing to release",
+                         busy ? "busy" : "NOT busy");
         }
         else {
             /* The last request ended at least quiet seconds ago. */
-            int closed = tllm_dbd_expire_idle(t->scratch, ++quiet);
+            int closed;
+
+            /* Before the idle connections' caches are freed: those frees
+             * give their arenas' tops back. */
+            if (busy) {
+                busy = !mallopt(M_TRIM_THRESHOLD, TLLM_MALLOC_TRIM_THRESHOLD);
+            }
+            closed = tllm_dbd_expire_idle(t->scratch, ++quiet);
 
             apr_pool_clear(t->scratch);
             if (now != shrunk_at || closed > 0) {

@@ -162,7 +162,7 @@ def test_children_bound_sqlite_memory_and_trim_the_heap(monkeypatch):
     from SQLite), makes its allocator for requests' bulk bytes (TLLM0022),
     fixes glibc's trim and mmap thresholds and caps its arenas at two per
     CPU (TLLM0023, from mallopt's answers), and its trimming thread runs
-    after requests (TLLM0018)."""
+    after requests (TLLM0018), with the busy trim threshold set."""
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     default = _child_memory_log("")
@@ -173,11 +173,12 @@ def test_children_bound_sqlite_memory_and_trim_the_heap(monkeypatch):
                           r"allocator per child, keeping up to 8192 KiB",
                           default)) == len(re.findall("TLLM0017", default))
     arenas = 2 * os.sysconf("SC_NPROCESSORS_ONLN")
-    assert len(re.findall(r"TLLM0023: malloc thresholds fixed: trim 128 KiB, "
-                          r"mmap 512 KiB, no fast bins; arenas: at most %d$"
-                          % arenas, default, re.M)) == len(
+    assert len(re.findall(r"TLLM0023: malloc thresholds fixed: trim 128 KiB "
+                          r"\(64 MiB while busy\), mmap 512 KiB, no fast "
+                          r"bins; arenas: at most %d$" % arenas, default, re.M)) == len(
                               re.findall("TLLM0017", default))
-    assert "TLLM0018: heap trimmed" in default
+    assert re.search(r"TLLM0018: heap trimmed \(.*\), trim threshold busy",
+                     default), default[-2000:]
     custom = _child_memory_log("TraceLLMCacheMemory 8")
     assert set(re.findall(r"limited to (\d+) bytes", custom)) == {
         str(8 << 20)}
@@ -215,8 +216,10 @@ def test_idle_children_hand_back_page_caches_and_statements():
     """A child that has gone quiet after requests hands back the page
     caches and the prepared statements of its idle connections, and the
     blocks its bulk allocator kept, once (TLLM0019): SQLite's memory in
-    the child drops. The statements are prepared again on their next use:
-    the same reads answer the same, and ingest still works."""
+    the child drops, and short threads visit each of its malloc arenas
+    (twice the cap) so that their tops go back too. The statements are
+    prepared again on their next use: the same reads answer the same, and
+    ingest still works."""
     # Connections that outlive the quiet spell (the private
     # configuration's DBDExptime 1 would close them first).
     srv = start_server("idle", extra_conf="LogLevel tracellm:debug\n"
@@ -255,8 +258,10 @@ def test_idle_children_hand_back_page_caches_and_statements():
     assert any(after < before and shrunk >= 1 and statements >= 1
                for before, after, shrunk, statements, _ in shrinks), shrinks
     # No bulk pool was open: the allocator's kept blocks went back too.
-    assert "closed by mod_dbd; bulk allocator renewed; heap" in log, \
-        log[-2000:]
+    assert "closed by mod_dbd; bulk allocator renewed; " in log, log[-2000:]
+    visits = {int(v) for v in re.findall(r"TLLM0019: .*; (\d+) arena "
+                                         r"visit\(s\); heap", log)}
+    assert visits == {2 * 2 * os.sysconf("SC_NPROCESSORS_ONLN")}, visits
 
 
 def _closed_after_a_burst(exptime):
