@@ -5,6 +5,7 @@ UTF-8) are in tests/eventd, against the process directly."""
 import asyncio
 import json
 import os
+import socket
 import signal
 import subprocess
 import time
@@ -63,6 +64,15 @@ def eventd_pids(data_dir):
     out = subprocess.run(["pgrep", "-f", f"tracellm-eventd --db {data_dir}/"],
                          stdout=subprocess.PIPE, text=True).stdout
     return [int(p) for p in out.split()]
+
+
+def listening(port):
+    """1 if something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return 1
+    except OSError:
+        return 0
 
 
 def wait_for(cond, seconds, what):
@@ -250,6 +260,10 @@ def test_killed_eventd_is_replaced_and_resume_misses_nothing(ws_server,
         new = wait_for(lambda: [p for p in eventd_pids(data)
                                 if p not in old], 3, "a new eventd")
         assert len(new) == 1
+        # A process is not yet a listener: on a slow host a connect in
+        # between was refused (503, and the proxy's error in the log).
+        wait_for(lambda: listening(ws_server.eventd_port), 5,
+                 "the new eventd to listen")
         ws2 = await connect(ws_server.ws + f"?project_id={pid}&since={last}")
         got = await events(ws2, 3)
         assert [m["trace"]["trace_id"] for m in got] == missed
