@@ -44,8 +44,9 @@ APLOG_USE_MODULE(tracellm);
  * (madvise, a TLB flush on every core) and the next transaction faulted
  * the same memory in again. Measured on a host where faults and TLB
  * flushes are dear (a nested guest): batch ingest into a million traces
- * 2,960 and 3,042 traces/s against 5,567 and 5,365 with it kept, the
- * children's CPU 79 and 76 s against 37 and 39 (BENCHMARKS.md). */
+ * 2,960 to 3,552 traces/s with the quiet threshold always, 5,228 and
+ * 5,435 with this one while busy; the children's CPU 61 to 79 s against
+ * 36 and 38 (BENCHMARKS.md). */
 #define TLLM_MALLOC_TRIM_BUSY (64 * 1024 * 1024)
 #define TLLM_MALLOC_MMAP_THRESHOLD (512 * 1024)
 
@@ -63,7 +64,8 @@ static sqlite3_int64 cache_limit_bytes;
 static apr_uint32_t served;
 
 #ifdef __GLIBC__
-/* The arenas a child may have (cap_arenas), for trim_arena_tops. */
+/* The arenas a child may have (set by cap_arenas), for
+ * trim_arena_tops. */
 static int arena_count;
 #endif
 
@@ -293,11 +295,17 @@ static int cap_arenas(void)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     int arenas = (int)(cpus > 0 ? cpus : 1) * TLLM_MALLOC_ARENAS_PER_CPU;
 
+    /* Where the cap is not ours, the visits assume glibc's default. */
+    arena_count = (int)(cpus > 0 ? cpus : 1) * 8;
     if (getenv("MALLOC_ARENA_MAX")
         || (tunables && strstr(tunables, "glibc.malloc.arena_max"))) {
         return 0;
     }
-    return mallopt(M_ARENA_MAX, arenas) ? arenas : -1;
+    if (!mallopt(M_ARENA_MAX, arenas)) {
+        return -1;
+    }
+    arena_count = arenas;
+    return arenas;
 }
 
 /* malloc_trim(0) hands back free pages in the middle of every arena, but
@@ -326,11 +334,7 @@ static void tune_malloc(server_rec *s)
     int trim_ok = mallopt(M_TRIM_THRESHOLD, TLLM_MALLOC_TRIM_THRESHOLD);
     int fast_ok = mallopt(M_MXFAST, 0);
     int arenas = cap_arenas();
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     char cap[32] = "as httpd's environment sets";
-
-    /* Not known when the environment sets the cap: glibc's default. */
-    arena_count = arenas > 0 ? arenas : (int)(cpus > 0 ? cpus : 1) * 8;
 
     if (arenas > 0) {
         apr_snprintf(cap, sizeof(cap), "at most %d", arenas);
