@@ -26,7 +26,7 @@ enum {
 };
 
 /** The schema version this build migrates to. */
-#define TLLM_SCHEMA_VERSION 6
+#define TLLM_SCHEMA_VERSION 7
 
 typedef struct tllm_db tllm_db;
 

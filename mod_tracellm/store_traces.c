@@ -29,6 +29,13 @@
  * under WALK_FACTOR x matches. */
 #define WALK_FACTOR 4
 
+/* A page filtered on environment, model or status alone (no project, no
+ * bound) merges the newest entries of each matching kind in traces_kind
+ * (schema_v7) when that reads at most this many entries (each kind's
+ * min(limit, count)); past it, the walk of traces_created. Fifty kinds of
+ * a full page fit: 2,500 index entries, well under a millisecond. */
+#define KIND_MAX_ENTRIES 10000
+
 /* The filter terms a built query can have, one bit each. */
 enum {
     FB_STATUS, FB_MODEL, FB_PROJECT, FB_ENV,
@@ -45,6 +52,7 @@ enum {
 #define F_LATENCY (F(FB_LAT_MIN) | F(FB_LAT_MAX) | F(FB_LAT_BELOW))
 #define F_TOKENS (F(FB_TOK_MIN) | F(FB_TOK_MAX))
 #define F_RANGE (F_LATENCY | F_TOKENS)
+#define F_KIND (F(FB_STATUS) | F(FB_MODEL) | F(FB_ENV))
 
 /* The last four must stay textually identical to the WHERE clauses of
  * the partial indexes traces_failed, _retried, _slow and _flagged. */
@@ -72,6 +80,9 @@ typedef enum {
     Q_COUNT,        /* count(*) of matching rows */
     Q_ROLLUP_COUNT, /* the same from rollup_total (F_ROLLUP terms only) */
     Q_RANK_DESC,    /* the latency at rank :offset, descending */
+    Q_KINDS,        /* the (environment, model, status) kinds with matches */
+    Q_KIND_KEYS,    /* one kind's newest (created_at, seq), :limit of them */
+    Q_BODY,         /* the body of row :seq */
     Q__COUNT
 } query_kind;
 
@@ -92,7 +103,14 @@ static const struct {
                          " WHERE project_id = :scope_project"
                          " AND environment = :scope_env", "" },
     [Q_RANK_DESC] = { "SELECT latency FROM traces",
-                      " ORDER BY latency DESC LIMIT 1 OFFSET :offset" }
+                      " ORDER BY latency DESC LIMIT 1 OFFSET :offset" },
+    /* rollup_total's rows of every project, one environment each. */
+    [Q_KINDS] = { "SELECT environment, model_name, status, n"
+                  " FROM rollup_total WHERE project_id = ''"
+                  " AND environment != '' AND n > 0", "" },
+    [Q_KIND_KEYS] = { "SELECT created_at, seq FROM traces",
+                      " ORDER BY created_at DESC, seq DESC LIMIT :limit" },
+    [Q_BODY] = { "SELECT body FROM traces WHERE seq = :seq", "" }
 };
 
 /* The index a query must use, or NULL to let SQLite choose. Without
@@ -110,8 +128,11 @@ static const char *index_for(query_kind kind, unsigned mask)
     };
     size_t i;
 
-    if (kind == Q_ROLLUP_COUNT) {
+    if (kind == Q_ROLLUP_COUNT || kind == Q_KINDS || kind == Q_BODY) {
         return NULL;
+    }
+    if (kind == Q_KIND_KEYS) {
+        return "traces_kind";
     }
     for (i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
         if (mask & F(flags[i].bit)) {
@@ -153,7 +174,9 @@ static sqlite3_stmt *built(tllm_db *db, query_kind kind, unsigned mask)
 {
     unsigned key = (unsigned)kind << FB__COUNT | mask;
     built_stmt *b = apr_hash_get(db->built, &key, sizeof(key));
-    const char *sep = kind == Q_ROLLUP_COUNT ? " AND " : " WHERE ";
+    /* These heads have a WHERE of their own. */
+    const char *sep = kind == Q_ROLLUP_COUNT || kind == Q_KINDS ? " AND "
+                      : " WHERE ";
     const char *index = index_for(kind, mask);
     char sql[1024];    /* all terms together need well under half */
     size_t len;
@@ -276,6 +299,25 @@ static void query_from_filter(query *q, const tllm_trace_filter *f)
     }
 }
 
+static apr_array_header_t *page_array(apr_pool_t *p, int limit)
+{
+    return apr_array_make(p, limit > 0 && limit < 64 ? limit : 16,
+                          sizeof(tllm_text));
+}
+
+/* Append the body in column 0 of st's row to out. */
+static void push_body(apr_pool_t *p, sqlite3_stmt *st,
+                      apr_array_header_t *out)
+{
+    tllm_text *t = apr_array_push(out);
+
+    t->s = tllm__col_text(p, st, 0, &t->len);
+    if (!t->s) {
+        t->s = "null";
+        t->len = 4;
+    }
+}
+
 /* Append the matching bodies, newest first, at most limit, to *out.
  * range_path: find them through the latency or token index (WALK_FACTOR). */
 static int page(tllm_db *db, apr_pool_t *p, const query *q, int limit,
@@ -285,27 +327,152 @@ static int page(tllm_db *db, apr_pool_t *p, const query *q, int limit,
                              q->mask);
     int rc;
 
-    *out = apr_array_make(p, limit > 0 && limit < 64 ? limit : 16,
-                          sizeof(tllm_text));
+    *out = page_array(p, limit);
     if (!st) {
         return TLLM_ERROR;
     }
     bind_query(st, q);
     bind_int64(st, ":limit", limit > 0 ? limit : 0);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        tllm_text *t = apr_array_push(*out);
-
-        t->s = tllm__col_text(p, st, 0, &t->len);
-        if (!t->s) {
-            t->s = "null";
-            t->len = 4;
-        }
+        push_body(p, st, *out);
     }
     if (rc != SQLITE_DONE) {
         tllm__fail(db, "list traces");
     }
     tllm__release(st);
     return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
+/* ---- a page merged from the kinds of traces_kind ---------------------- */
+
+/* One (environment, model, status) and its count of traces. */
+typedef struct {
+    const char *env, *model, *status;
+    int64_t n;
+} kind_count;
+
+/* A row's place in the listing. */
+typedef struct {
+    int64_t created_at, seq;
+} row_key;
+
+static int newest_first(const void *a, const void *b)
+{
+    const row_key *x = a, *y = b;
+
+    if (x->created_at != y->created_at) {
+        return x->created_at > y->created_at ? -1 : 1;
+    }
+    return x->seq > y->seq ? -1 : x->seq < y->seq;
+}
+
+/* The kinds that have traces matching q (a filter within F_KIND), from
+ * the rollup; *entries = the index entries merging them reads. Stops
+ * once that is over KIND_MAX_ENTRIES: the caller walks instead. */
+static int matching_kinds(tllm_db *db, apr_pool_t *p, const query *q,
+                          int limit, apr_array_header_t **kinds,
+                          int64_t *entries)
+{
+    sqlite3_stmt *st = built(db, Q_KINDS, q->mask);
+    int rc;
+
+    *kinds = apr_array_make(p, 16, sizeof(kind_count));
+    *entries = 0;
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    bind_query(st, q);
+    while (*entries <= KIND_MAX_ENTRIES
+           && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        kind_count *k = apr_array_push(*kinds);
+
+        k->env = tllm__col_text(p, st, 0, NULL);
+        k->model = tllm__col_text(p, st, 1, NULL);
+        k->status = tllm__col_text(p, st, 2, NULL);
+        k->n = sqlite3_column_int64(st, 3);
+        *entries += k->n < limit ? k->n : limit;
+    }
+    if (*entries > KIND_MAX_ENTRIES) {
+        rc = SQLITE_DONE;
+    }
+    else if (rc != SQLITE_DONE) {
+        tllm__fail(db, "find the kinds of traces");
+    }
+    tllm__release(st);
+    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
+/* Append the keys of a kind's newest traces, at most limit, to keys. */
+static int kind_keys(tllm_db *db, const kind_count *k, int limit,
+                     apr_array_header_t *keys)
+{
+    sqlite3_stmt *st = built(db, Q_KIND_KEYS, F_KIND);
+    query one;
+    int rc;
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    memset(&one, 0, sizeof(one));
+    one.env = k->env;
+    one.model = k->model;
+    one.status = k->status;
+    bind_query(st, &one);
+    /* The rollup's count ends the read at the kind's last entry. */
+    bind_int64(st, ":limit", k->n < limit ? k->n : limit);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        row_key *key = apr_array_push(keys);
+
+        key->created_at = sqlite3_column_int64(st, 0);
+        key->seq = sqlite3_column_int64(st, 1);
+    }
+    if (rc != SQLITE_DONE) {
+        tllm__fail(db, "list a kind of traces");
+    }
+    tllm__release(st);
+    return rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
+/* The page of a filter within F_KIND: the newest limit entries of every
+ * matching kind, merged, and the first limit of them read by seq. At
+ * most limit x kinds entries, however the kinds are spread over time; a
+ * walk of traces_created reads every newer entry of the other kinds. */
+static int page_by_kind(tllm_db *db, apr_pool_t *p,
+                        const apr_array_header_t *kinds, int limit,
+                        apr_array_header_t **out)
+{
+    apr_array_header_t *keys = apr_array_make(p, limit, sizeof(row_key));
+    sqlite3_stmt *st;
+    int i, rc;
+
+    *out = page_array(p, limit);
+    for (i = 0; i < kinds->nelts; i++) {
+        if (kind_keys(db, &APR_ARRAY_IDX(kinds, i, kind_count), limit,
+                      keys) != TLLM_OK) {
+            return TLLM_ERROR;
+        }
+    }
+    qsort(keys->elts, (size_t)keys->nelts, sizeof(row_key), newest_first);
+    for (i = 0; i < keys->nelts && i < limit; i++) {
+        st = built(db, Q_BODY, 0);
+        if (!st) {
+            return TLLM_ERROR;
+        }
+        bind_int64(st, ":seq", APR_ARRAY_IDX(keys, i, row_key).seq);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            push_body(p, st, *out);
+        }
+        else {
+            /* The same snapshot gave the key: the row is there. */
+            tllm__fail(db, "read a listed trace");
+        }
+        tllm__release(st);
+        if (rc != SQLITE_ROW) {
+            return TLLM_ERROR;
+        }
+    }
+    return TLLM_OK;
 }
 
 /* The single value of a one-row query (count or latency). found = 0 if it
@@ -735,13 +902,30 @@ int tllm_store_traces_list(tllm_db *db, apr_pool_t *p,
         return TLLM_ERROR;
     }
     rv = count(db, &q, total);
-    if (rv == TLLM_OK && q.mask & F_RANGE) {
+    /* The page ends at the last match: a walk stops there, not at the
+     * oldest entry (and nothing matching reads nothing). */
+    if (rv != TLLM_OK || *total < 1 || limit < 1) {
+        return end_read(db, rv);
+    }
+    if (*total < limit) {
+        limit = (int)*total;
+    }
+    if (q.mask & F_RANGE) {
         query everything;
         int64_t all = 0;
 
         memset(&everything, 0, sizeof(everything));
         rv = count(db, &everything, &all);
         range_path = *total * *total * WALK_FACTOR < (int64_t)limit * all;
+    }
+    else if (q.mask && !(q.mask & ~F_KIND)) {
+        apr_array_header_t *kinds;
+        int64_t entries;
+
+        rv = matching_kinds(db, p, &q, limit, &kinds, &entries);
+        if (rv == TLLM_OK && entries <= KIND_MAX_ENTRIES) {
+            return end_read(db, page_by_kind(db, p, kinds, limit, items));
+        }
     }
     if (rv == TLLM_OK) {
         rv = page(db, p, &q, limit, range_path, items);

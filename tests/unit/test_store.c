@@ -4,6 +4,7 @@
  * and analytics and failures over a small data set whose numbers are
  * worked out by hand in the comments below.
  */
+#include <stdarg.h>
 #include <stdlib.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -500,21 +501,127 @@ static int reads_through(sqlite3 *sq, const char *index, const char *term)
     return 0;
 }
 
-/* A page filtered by a project and more walks the project's own index
- * (schema version 6), one without a project traces_created. */
+/* How many times the statements on sq that start with head and have
+ * every other text given (up to a NULL) have run. */
+static int64_t runs(sqlite3 *sq, const char *head, ...)
+{
+    sqlite3_stmt *st;
+    int64_t n = 0;
+
+    for (st = sqlite3_next_stmt(sq, NULL); st; st = sqlite3_next_stmt(sq, st)) {
+        const char *sql = sqlite3_sql(st), *part;
+        int all = sql && strncmp(sql, head, strlen(head)) == 0;
+        va_list ap;
+
+        va_start(ap, head);
+        while (all && (part = va_arg(ap, const char *)) != NULL) {
+            all = strstr(sql, part) != NULL;
+        }
+        va_end(ap);
+        if (all) {
+            n += sqlite3_stmt_status(st, SQLITE_STMTSTATUS_RUN, 0);
+        }
+    }
+    return n;
+}
+
+/* Which index a page reads: a project and more walk the project's own
+ * entries (schema version 6); environment, model or status alone merge
+ * the kinds of traces_kind (version 7), never walking traces_created;
+ * a bound without a project walks traces_created; a filter nothing
+ * matches reads no page at all. */
 static void test_list_index(tllm_db *db, sqlite3 *sq)
 {
     tllm_trace_filter f;
-    int64_t total;
+    int64_t total, kind_runs, page_runs;
 
     memset(&f, 0, sizeof(f));
-    f.project_id = "nowhere";
+    f.project_id = "alpha";
+    f.model_name = "M-b";
+    CHECK_STR(list(db, &f, 2, &total), "a20,a19");
+    CHECK(reads_through(sq, "traces_project", "model_name = :model"));
+
+    f.project_id = NULL;
+    kind_runs = runs(sq, "SELECT", "traces_kind", "model_name = :model", NULL);
+    CHECK_STR(list(db, &f, 2, &total), "a20,a19");
+    /* M-b has three kinds: (prod, success), (prod, warning), (dev,
+     * success); each is read once. */
+    CHECK(runs(sq, "SELECT", "traces_kind", "model_name = :model", NULL)
+          == kind_runs + 3);
+    f.model_name = NULL;
+    f.status = "failed";
+    CHECK_STR(list(db, &f, 50, &total), "a03,a07");
+    f.status = NULL;
+    f.environment = "prod";
+    CHECK_STR(list(db, &f, 50, &total), "a01,a03,a02,b01,a04,a05,a06,a07,"
+              "a08,a09,a10,a11,a12,a13,a14,a15");
+    CHECK(total == 16);
+    f.environment = NULL;
+    CHECK(!reads_through(sq, "traces_created", "model_name = :model"));
+    CHECK(!reads_through(sq, "traces_created", "status = :status"));
+    CHECK(!reads_through(sq, "traces_created", "environment = :env"));
+
+    f.has_latency_min = 1;
+    f.latency_min = 0;
+    CHECK_STR(list(db, &f, 2, &total), "a20,a19");
+    CHECK(reads_through(sq, "traces_created", "latency >= :lat_min"));
+
+    /* Nothing matches: no page is read, through any index. */
+    page_runs = runs(sq, "SELECT body", "latency >= :lat_min", NULL);
+    f.latency_min = 1e9;
+    CHECK_STR(list(db, &f, 50, &total), "");
+    CHECK(total == 0);
+    CHECK(runs(sq, "SELECT body", "latency >= :lat_min", NULL) == page_runs);
+    f.has_latency_min = 0;
+    kind_runs = runs(sq, "SELECT", "traces_kind", "model_name = :model", NULL);
     f.model_name = "m-only-here";
     CHECK_STR(list(db, &f, 5, &total), "");
-    CHECK(reads_through(sq, "traces_project", "model_name = :model"));
-    f.project_id = NULL;
-    CHECK_STR(list(db, &f, 5, &total), "");
-    CHECK(reads_through(sq, "traces_created", "model_name = :model"));
+    CHECK(total == 0);
+    CHECK(runs(sq, "SELECT", "traces_kind", "model_name = :model", NULL)
+          == kind_runs);
+}
+
+/* Past KIND_MAX_ENTRIES (10,000) index entries to merge, a page of
+ * kinds walks traces_created instead, with the same answer: 10,001
+ * models of one trace each, in their own database. */
+static void test_list_many_kinds(const char *file)
+{
+    enum { KINDS = 10001 };
+    apr_pool_t *cp;
+    sqlite3 *sq;
+    tllm_db *db = open_db(file, &cp, &sq);
+    tllm_trace **batch = apr_pcalloc(tp, KINDS * sizeof(*batch));
+    int *results = apr_pcalloc(tp, KINDS * sizeof(*results));
+    tllm_trace_filter f;
+    int64_t total, last;
+    int i;
+
+    CHECK(tllm_store_migrate(db) == TLLM_OK);
+    for (i = 0; i < KINDS; i++) {
+        row r = { NULL, "wide", NULL, "success", 1, 1, 0, 0, 0, 0 };
+
+        r.id = apr_psprintf(tp, "k%05d", i);
+        r.model = apr_psprintf(tp, "model-%05d", i);
+        r.off = (i % 2 ? -1 : 1) * (int64_t)i;    /* out of stored order */
+        batch[i] = mktrace(&r, "many", 1);
+    }
+    CHECK(tllm_store_traces_put(db, batch, KINDS, results, &last)
+          == TLLM_OK);
+    memset(&f, 0, sizeof(f));
+    f.environment = "wide";
+    CHECK_STR(list(db, &f, 3, &total), "k10000,k09998,k09996");
+    CHECK(total == KINDS);
+    CHECK(reads_through(sq, "traces_created", "environment = :env"));
+    CHECK(!reads_through(sq, "traces_kind", "environment = :env"));
+    /* One kind: merged. */
+    f.model_name = "model-00003";
+    CHECK_STR(list(db, &f, 3, &total), "k00003");
+    CHECK(total == 1);
+    CHECK(reads_through(sq, "traces_kind", "environment = :env"));
+    apr_pool_destroy(cp);
+    unlink(file);
+    unlink(apr_pstrcat(tp, file, "-wal", NULL));
+    unlink(apr_pstrcat(tp, file, "-shm", NULL));
 }
 
 static void test_list(tllm_db *db, sqlite3 *sq)
@@ -1031,6 +1138,7 @@ int main(void)
     test_same_batch(db, sq);
     test_mutex_released(db, sq, db2);
     test_migrate_from_v1(apr_pstrcat(tp, path, "/v1.db", NULL));
+    test_list_many_kinds(apr_pstrcat(tp, path, "/kinds.db", NULL));
 
     apr_pool_destroy(cp2);
     CHECK(close_rc == SQLITE_OK);
