@@ -32,8 +32,8 @@
 /* A page filtered on environment, model or status alone (no project, no
  * bound) merges the newest entries of each matching kind in traces_kind
  * (schema_v7) when that reads at most this many entries (each kind's
- * min(limit, count)); past it, the walk of traces_created. Fifty kinds of
- * a full page fit: 2,500 index entries, well under a millisecond. */
+ * min(limit, count)); past it, the walk of traces_created. Fifty kinds
+ * fit at the largest limit, 200: about a millisecond of index reads. */
 #define KIND_MAX_ENTRIES 10000
 
 /* The filter terms a built query can have, one bit each. */
@@ -142,7 +142,8 @@ static const char *index_for(query_kind kind, unsigned mask)
     if (kind == Q_PAGE) {
         /* Newest first, the other filters tested inside the index: a
          * project's own entries in traces_project, else everything's in
-         * traces_created (both carry every filtered column, schema_v6). */
+         * traces_created (each carries every other filtered column,
+         * schema_v7). */
         return mask & F(FB_PROJECT) ? "traces_project"
                : mask ? "traces_created" : NULL;
     }

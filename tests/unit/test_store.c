@@ -1110,6 +1110,21 @@ int main(void)
                   "project_id,created_at,seq,environment,model_name,status,"
                   "latency,token_count");
     }
+    /* A kind's entries are in listing order, the rowid ordering ties, so
+     * its newest are read without a sorter; traces_created no longer
+     * carries project_id (schema version 7). */
+    {
+        const char *got = plan(sq, "SELECT created_at, seq FROM traces"
+                               " INDEXED BY traces_kind WHERE environment"
+                               " = 'e' AND model_name = 'm' AND status = 's'"
+                               " ORDER BY created_at DESC, seq DESC LIMIT 5");
+
+        CHECK(got && !strstr(got, "TEMP B-TREE"));
+        CHECK_STR(raw(sq, "SELECT group_concat(name) FROM"
+                          " pragma_index_info('traces_created')"),
+                  "created_at,seq,environment,model_name,status,latency,"
+                  "token_count");
+    }
 
     /* A second connection (another process's, say) migrates to a no-op
      * and sees the same data. */
