@@ -581,6 +581,78 @@ static void test_list_index(tllm_db *db, sqlite3 *sq)
           == kind_runs);
 }
 
+/* A token bound with a model filter: over a wide range of
+ * traces_tokens, the count and the page test every entry of
+ * traces_created instead of reading a row for each entry in the range;
+ * over a narrow one they keep traces_tokens (TOKENS_ROW_FACTOR 64).
+ * 1,000 traces, token_count = i, model "rare" for i = 1 modulo 100,
+ * else "odd" for odd i. */
+static void test_list_tokens_wide(const char *file)
+{
+    enum { N = 1000 };
+    const char *by_tokens = "SELECT count(*) FROM traces INDEXED BY"
+                            " traces_tokens WHERE";
+    const char *by_created = "SELECT count(*) FROM traces INDEXED BY"
+                             " traces_created WHERE";
+    const char *range = "SELECT body FROM traces WHERE seq IN";
+    apr_pool_t *cp;
+    sqlite3 *sq;
+    tllm_db *db = open_db(file, &cp, &sq);
+    tllm_trace **batch = apr_pcalloc(tp, N * sizeof(*batch));
+    int *results = apr_pcalloc(tp, N * sizeof(*results));
+    tllm_trace_filter f;
+    int64_t total, last, tokens_runs, created_runs, range_runs;
+    int i;
+
+    CHECK(tllm_store_migrate(db) == TLLM_OK);
+    for (i = 0; i < N; i++) {
+        row r = { NULL, "e", NULL, "success", 1, 0, 0, 0, 0, 0 };
+
+        r.id = apr_psprintf(tp, "t%04d", i);
+        r.model = i % 100 == 1 ? "rare" : i % 2 ? "odd" : "even";
+        r.tokens = i;
+        r.off = i;
+        batch[i] = mktrace(&r, "p", 1);
+    }
+    CHECK(tllm_store_traces_put(db, batch, N, results, &last) == TLLM_OK);
+    memset(&f, 0, sizeof(f));
+    f.model_name = "odd";
+    f.has_token_max = 1;
+
+    /* 501 of 1,000 entries in range: wide. */
+    f.token_max = 500;
+    tokens_runs = runs(sq, by_tokens, "model_name = :model", NULL);
+    created_runs = runs(sq, by_created, "model_name = :model", NULL);
+    range_runs = runs(sq, range, "token_count", NULL);
+    CHECK_STR(list(db, &f, 3, &total), "t0499,t0497,t0495");
+    CHECK(total == 245);
+    CHECK(runs(sq, by_tokens, "model_name = :model", NULL) == tokens_runs);
+    CHECK(runs(sq, by_created, "model_name = :model", NULL)
+          == created_runs + 1);
+    CHECK(runs(sq, range, "token_count", NULL) == range_runs);
+    CHECK(reads_through(sq, "traces_created", "token_count <= :tok_max"));
+    /* Five matches would take the bound's index for the page
+     * (WALK_FACTOR), but it is as wide: the walk. */
+    f.model_name = "rare";
+    CHECK_STR(list(db, &f, 3, &total), "t0401,t0301,t0201");
+    CHECK(total == 5);
+    CHECK(runs(sq, range, "token_count", NULL) == range_runs);
+    f.model_name = "odd";
+
+    /* 11 entries in range: narrow, through traces_tokens. */
+    f.token_max = 10;
+    CHECK_STR(list(db, &f, 3, &total), "t0009,t0007,t0005");
+    CHECK(total == 4);
+    CHECK(runs(sq, by_tokens, "model_name = :model", NULL)
+          == tokens_runs + 1);
+    CHECK(runs(sq, range, "token_count", NULL) == range_runs + 1);
+
+    apr_pool_destroy(cp);
+    unlink(file);
+    unlink(apr_pstrcat(tp, file, "-wal", NULL));
+    unlink(apr_pstrcat(tp, file, "-shm", NULL));
+}
+
 /* Past KIND_MAX_ENTRIES (10,000) index entries to merge, a page of
  * kinds walks traces_created instead, with the same answer: 10,001
  * models of one trace each, in their own database. */
@@ -1154,6 +1226,7 @@ int main(void)
     test_mutex_released(db, sq, db2);
     test_migrate_from_v1(apr_pstrcat(tp, path, "/v1.db", NULL));
     test_list_many_kinds(apr_pstrcat(tp, path, "/kinds.db", NULL));
+    test_list_tokens_wide(apr_pstrcat(tp, path, "/tokens.db", NULL));
 
     apr_pool_destroy(cp2);
     CHECK(close_rc == SQLITE_OK);
