@@ -2,9 +2,10 @@
  * store.c - the connection object, the statement cache, the schema and
  * its migration, projects and API keys. Storing traces is in
  * store_write.c; reading them, listings and aggregates in store_traces.c
- * (the event log's reads: store_events.c). Native SQLite API only (see DESIGN.md, "SQLite
- * through the native handle"): every value is bound, every statement is
- * prepared once per connection and kept until the connection goes.
+ * (the event log's reads: store_events.c). Native SQLite API only (see
+ * DESIGN.md, "SQLite through the native handle"): every value is bound,
+ * every statement is prepared once per connection and kept until the
+ * connection goes.
  */
 #include <stdio.h>
 #include <string.h>
