@@ -681,6 +681,31 @@ sqlite3_stmt *tllm__stmt(tllm_db *db, tllm_stmt_id id)
     return db->stmt[id];
 }
 
+int tllm__scalar(tllm_db *db, sqlite3_stmt *st, int *found, int64_t *i,
+                 double *d)
+{
+    int rc;
+
+    if (!st) {
+        return TLLM_ERROR;
+    }
+    rc = sqlite3_step(st);
+    *found = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW) {
+        if (i) {
+            *i = sqlite3_column_int64(st, 0);
+        }
+        if (d) {
+            *d = sqlite3_column_double(st, 0);
+        }
+    }
+    else if (rc != SQLITE_DONE) {
+        tllm__fail(db, "query a value");
+    }
+    tllm__release(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+}
+
 void tllm__release(sqlite3_stmt *st)
 {
     if (st) {

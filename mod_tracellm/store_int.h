@@ -57,6 +57,12 @@ sqlite3_stmt *tllm__stmt(tllm_db *db, tllm_stmt_id id);
 /* Make st ready for its next use: reset and drop the bindings. */
 void tllm__release(sqlite3_stmt *st);
 
+/* Run st for the single value of its one row (as int64 into *i and/or
+ * double into *d, either may be NULL), then release it. found = 0 if
+ * it gave no row, which is not an error. */
+int tllm__scalar(tllm_db *db, sqlite3_stmt *st, int *found, int64_t *i,
+                 double *d);
+
 /* Transactions. begin: write = BEGIN IMMEDIATE, else a deferred read
  * transaction (one consistent snapshot for several SELECTs). A
  * transaction holds the connection's mutex until it ends (store.c says

@@ -487,33 +487,6 @@ static int page_by_kind(tllm_db *db, apr_pool_t *p,
     return TLLM_OK;
 }
 
-/* The single value of a one-row query (count or latency). found = 0 if it
- * gave no row. */
-static int scalar(tllm_db *db, sqlite3_stmt *st, int *found, int64_t *i,
-                  double *d)
-{
-    int rc;
-
-    if (!st) {
-        return TLLM_ERROR;
-    }
-    rc = sqlite3_step(st);
-    *found = rc == SQLITE_ROW;
-    if (rc == SQLITE_ROW) {
-        if (i) {
-            *i = sqlite3_column_int64(st, 0);
-        }
-        if (d) {
-            *d = sqlite3_column_double(st, 0);
-        }
-    }
-    else if (rc != SQLITE_DONE) {
-        tllm__fail(db, "query traces");
-    }
-    tllm__release(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
-}
-
 /* covering: count through traces_project or traces_created, not the
  * bound's index (TOKENS_ROW_FACTOR). */
 static int count_in(tllm_db *db, const query *q, int covering, int64_t *n)
@@ -528,7 +501,7 @@ static int count_in(tllm_db *db, const query *q, int covering, int64_t *n)
     if (st) {
         bind_query(st, q);
     }
-    return scalar(db, st, &found, n, NULL);
+    return tllm__scalar(db, st, &found, n, NULL);
 }
 
 static int count(tllm_db *db, const query *q, int64_t *n)
@@ -538,11 +511,13 @@ static int count(tllm_db *db, const query *q, int64_t *n)
 
 /* Whether q pairs a token bound with other filters (a latency bound
  * aside: traces_latency carries every column) over so much of
- * traces_tokens that a covering index is the cheaper way to them. */
-static int tokens_too_wide(tllm_db *db, const query *q, int *wide)
+ * traces_tokens that a covering index is the cheaper way to them; all =
+ * the count of every trace. */
+static int tokens_too_wide(tllm_db *db, const query *q, int64_t all,
+                           int *wide)
 {
-    query bound = *q, everything;
-    int64_t in_range = 0, all = 0;
+    query bound = *q;
+    int64_t in_range = 0;
 
     *wide = 0;
     if (!(q->mask & F_TOKENS) || q->mask & F_LATENCY
@@ -550,9 +525,7 @@ static int tokens_too_wide(tllm_db *db, const query *q, int *wide)
         return TLLM_OK;
     }
     bound.mask &= F_TOKENS;    /* counted in traces_tokens alone */
-    memset(&everything, 0, sizeof(everything));
-    if (count(db, &bound, &in_range) != TLLM_OK
-        || count(db, &everything, &all) != TLLM_OK) {
+    if (count(db, &bound, &in_range) != TLLM_OK) {
         return TLLM_ERROR;
     }
     *wide = in_range * TOKENS_ROW_FACTOR > all;
@@ -599,8 +572,9 @@ int tllm_store_traces_list(tllm_db *db, apr_pool_t *p,
                            const tllm_trace_filter *f, int limit,
                            int64_t *total, apr_array_header_t **items)
 {
-    query q;
-    int rv, range_path = 0, wide_tokens = 0;
+    query q, everything;
+    int64_t all = 0;
+    int rv = TLLM_OK, range_path = 0, wide_tokens = 0;
 
     query_from_filter(&q, f);
     *total = 0;
@@ -609,7 +583,14 @@ int tllm_store_traces_list(tllm_db *db, apr_pool_t *p,
     if (tllm__begin(db, 0) != TLLM_OK) {
         return TLLM_ERROR;
     }
-    rv = tokens_too_wide(db, &q, &wide_tokens);
+    /* A bound's choices weigh it against every trace (from the rollup). */
+    if (q.mask & F_RANGE) {
+        memset(&everything, 0, sizeof(everything));
+        rv = count(db, &everything, &all);
+    }
+    if (rv == TLLM_OK) {
+        rv = tokens_too_wide(db, &q, all, &wide_tokens);
+    }
     if (rv == TLLM_OK) {
         rv = count_in(db, &q, wide_tokens, total);
     }
@@ -622,11 +603,6 @@ int tllm_store_traces_list(tllm_db *db, apr_pool_t *p,
         limit = (int)*total;
     }
     if (q.mask & F_RANGE) {
-        query everything;
-        int64_t all = 0;
-
-        memset(&everything, 0, sizeof(everything));
-        rv = count(db, &everything, &all);
         range_path = !wide_tokens
                      && *total * *total * WALK_FACTOR < (int64_t)limit * all;
     }
@@ -931,7 +907,7 @@ static int p95(tllm_db *db, const query *scope, int64_t n, double *out)
         bind_query(st, &in_bucket);
         bind_int64(st, ":offset", rank_in);
     }
-    return scalar(db, st, &found, NULL, out);
+    return tllm__scalar(db, st, &found, NULL, out);
 }
 
 static int64_t hour_floor(int64_t us)

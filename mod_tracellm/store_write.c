@@ -169,21 +169,10 @@ static int add_delta(tllm_db *db)
 
 static int read_mark(tllm_db *db, int64_t *mark)
 {
-    sqlite3_stmt *st = tllm__stmt(db, ST_ROLLUP_MARK_GET);
-    int rc;
+    int found;
 
-    if (!st) {
-        return TLLM_ERROR;
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *mark = sqlite3_column_int64(st, 0);
-    }
-    else if (rc != SQLITE_DONE) {
-        tllm__fail(db, "read the rollups' mark");
-    }
-    tllm__release(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TLLM_OK : TLLM_ERROR;
+    return tllm__scalar(db, tllm__stmt(db, ST_ROLLUP_MARK_GET), &found,
+                        mark, NULL);
 }
 
 /* Add the rows past rollup_mark to the rollups and move the mark

@@ -43,6 +43,14 @@ static tllm_db *open_db(const char *path, apr_pool_t **pool, sqlite3 **out)
     return tllm_db_attach(*pool, sq);
 }
 
+/* Remove a database file with its WAL and shared-memory index. */
+static void remove_db(const char *file)
+{
+    unlink(file);
+    unlink(apr_pstrcat(tp, file, "-wal", NULL));
+    unlink(apr_pstrcat(tp, file, "-shm", NULL));
+}
+
 /* A one-value query straight on the handle, as text (test scratch). */
 static const char *raw(sqlite3 *sq, const char *sql)
 {
@@ -648,9 +656,7 @@ static void test_list_tokens_wide(const char *file)
     CHECK(runs(sq, range, "token_count", NULL) == range_runs + 1);
 
     apr_pool_destroy(cp);
-    unlink(file);
-    unlink(apr_pstrcat(tp, file, "-wal", NULL));
-    unlink(apr_pstrcat(tp, file, "-shm", NULL));
+    remove_db(file);
 }
 
 /* Past KIND_MAX_ENTRIES (10,000) index entries to merge, a page of
@@ -691,9 +697,7 @@ static void test_list_many_kinds(const char *file)
     CHECK(total == 1);
     CHECK(reads_through(sq, "traces_kind", "environment = :env"));
     apr_pool_destroy(cp);
-    unlink(file);
-    unlink(apr_pstrcat(tp, file, "-wal", NULL));
-    unlink(apr_pstrcat(tp, file, "-shm", NULL));
+    remove_db(file);
 }
 
 static void test_list(tllm_db *db, sqlite3 *sq)
@@ -1112,6 +1116,7 @@ static void test_migrate_from_v1(const char *file)
     CHECK_STR(rollups_off(sq), "0");
     CHECK_STR(raw(sq, "SELECT seq FROM rollup_mark"), "16");
     apr_pool_destroy(cp);
+    remove_db(file);
 }
 
 int main(void)
@@ -1234,9 +1239,7 @@ int main(void)
     apr_pool_destroy(cp);
     CHECK(close_rc == SQLITE_OK);
 
-    unlink(file);
-    unlink(apr_pstrcat(tp, file, "-wal", NULL));
-    unlink(apr_pstrcat(tp, file, "-shm", NULL));
+    remove_db(file);
     rmdir(path);
     apr_pool_destroy(tp);
     apr_terminate();
