@@ -57,7 +57,7 @@ static const char schema[] =
     " retry_count bigint NOT NULL,"
     " slow integer NOT NULL,"
     " created_at bigint NOT NULL,"
-    " body text NOT NULL,"
+    " body bytea NOT NULL,"
     " lat_bucket bigint NOT NULL) WITH (toast_tuple_target = 8160);"
     "CREATE TABLE rollup_total ("
     " project_id text, environment text, model_name text, status text,"
@@ -83,7 +83,7 @@ static const char schema[] =
 static const char insert_batch[] =
     "WITH batch AS (SELECT * FROM unnest($1::text[], $2::text[],"
     "  $3::text[], $4::text[], $5::text[], $6::float8[], $7::int8[],"
-    "  $8::int8[], $9::int4[], $10::int8[], $11::text[], $12::int8[]))"
+    "  $8::int8[], $9::int4[], $10::int8[], $11::bytea[], $12::int8[]))"
     " , ins AS (INSERT INTO traces (trace_id, project_id, environment,"
     "  model_name, status, latency, token_count, retry_count, slow,"
     "  created_at, body, lat_bucket) SELECT * FROM batch"
@@ -211,6 +211,23 @@ static void put_element(buf *b, const char *v)
     put(b, "\"", 1);
 }
 
+/* The stored body's bytes (JSON, or packed: trace_rows.h) as a bytea
+ * array element, in hex: "\\x...", the backslash escaped. */
+static void put_body(buf *b, const trace_row *r)
+{
+    static const char hex[] = "0123456789abcdef";
+    int i;
+
+    put(b, "\"\\\\x", 4);
+    for (i = 0; i < r->body_len; i++) {
+        unsigned char c = (unsigned char)r->body[i];
+        char two[2] = { hex[c >> 4], hex[c & 15] };
+
+        put(b, two, 2);
+    }
+    put(b, "\"", 1);
+}
+
 static void put_column(buf *b, const trace_row *r, int col)
 {
     char num[32];
@@ -220,7 +237,7 @@ static void put_column(buf *b, const trace_row *r, int col)
         put_element(b, r->text[col]);
         return;
     case 10:
-        put_element(b, r->body);
+        put_body(b, r);
         return;
     case 5:
         snprintf(num, sizeof(num), "%.17g", r->latency);

@@ -163,7 +163,12 @@ int main(int argc, char **argv)
         sqlite3_bind_int64(st, 8, r->retries);
         sqlite3_bind_int64(st, 9, r->slow);
         sqlite3_bind_int64(st, 10, r->created_at);
-        sqlite3_bind_text(st, 11, r->body, r->body_len, SQLITE_STATIC);
+        if (r->body_packed) {
+            sqlite3_bind_blob(st, 11, r->body, r->body_len, SQLITE_STATIC);
+        }
+        else {
+            sqlite3_bind_text(st, 11, r->body, r->body_len, SQLITE_STATIC);
+        }
         sqlite3_bind_int64(st, 12, r->lat_bucket);
         if (sqlite3_step(st) != SQLITE_DONE) {
             die(dst, "insert");

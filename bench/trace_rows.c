@@ -68,6 +68,7 @@ size_t trace_rows_read(sqlite3 *src, sqlite3_int64 max_seq,
         r->retries = sqlite3_column_int64(st, 7);
         r->slow = sqlite3_column_int64(st, 8);
         r->created_at = sqlite3_column_int64(st, 9);
+        r->body_packed = sqlite3_column_type(st, 10) == SQLITE_BLOB;
         r->body = dup_col(st, 10);
         r->body_len = sqlite3_column_bytes(st, 10);
         r->lat_bucket = sqlite3_column_int64(st, 11);

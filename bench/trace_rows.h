@@ -15,8 +15,9 @@ typedef struct {
     char *text[5];      /* trace_id, project_id, environment, model, status */
     double latency;
     sqlite3_int64 tokens, retries, slow, created_at, lat_bucket;
-    char *body;
-    int body_len;
+    char *body;         /* as stored: JSON text, or packed (a BLOB, */
+    int body_len;       /* mod_tracellm/trace_body.h) */
+    int body_packed;
 } trace_row;
 
 /* Every traces row of src with seq <= max_seq, in seq order, into a

@@ -14,6 +14,7 @@
 #include <apr_strings.h>
 #include "rollup_sql.h"
 #include "store_int.h"
+#include "trace_body.h"
 #include "wal_drain.h"
 
 /* The pool userdata key under which a connection's tllm_db lives. */
@@ -21,14 +22,14 @@
 
 #define TLLM_BUSY_TIMEOUT_MS 5000
 
-/* The page size of new databases (see schema_v2). */
-#define TLLM_PAGE_SIZE "16384"
+/* The page size of new databases (see schema_v2 and schema_v8). */
+#define TLLM_PAGE_SIZE "8192"
 
 /* When a commit leaves the WAL longer than an eighth of the database, the
  * committing connection copies it back (a passive checkpoint), within
- * these bounds in pages: SQLite's default of 1,000, and 256 MiB of 16 KiB
- * pages. With the default alone, the copying was a fifth of ingest's
- * time under the write lock (perf): the rollup pages and the
+ * these bounds: SQLite's default of 1,000 pages, and 256 MiB (16,384
+ * pages of 16 KiB, 32,768 of 8 KiB). With the default alone, the copying
+ * was a fifth of ingest's time under the write lock (perf): the rollup pages and the
  * time-ordered indexes' last leaves, written by every commit, were
  * copied once per checkpoint. Longer intervals copy each once for more
  * traces: 200,000 traces went in at 7,600/s with 1,000, 8,600-8,900 with
@@ -46,11 +47,11 @@
  * checkpoint beside busy writers never reaches (checkpoints outside the
  * lock alone: 6,000 traces/s with a WAL that grew without end). On a
  * 4 GB database this took batches from 4,500 to 6,400-6,800 traces/s and
- * the single POSTs' p99 from 127 to 13-23 ms. Not below 125 MiB of
- * database, where the bound is SQLite's default and a checkpoint short
- * anyway. */
+ * the single POSTs' p99 from 127 to 13-23 ms. Not below 8,000 pages of
+ * database (125 MiB of 16 KiB pages), where the bound is SQLite's default
+ * and a checkpoint short anyway. */
 #define TLLM_CHECKPOINT_MIN_PAGES 1000
-#define TLLM_CHECKPOINT_MAX_PAGES 16384
+#define TLLM_CHECKPOINT_MAX_BYTES (256 * 1024 * 1024)
 #define TLLM_CHECKPOINT_DB_FRACTION 8
 #define TLLM_CHECKPOINT_EARLY_STEPS 32
 
@@ -489,10 +490,26 @@ static const char schema_v7[] =
     "CREATE INDEX traces_created ON traces(created_at, seq, environment,"
     " model_name, status, latency, token_count);";
 
+/*
+ * Version 8: a trace's body may be a BLOB, its JSON compressed with LZ4
+ * (trace_body.h), and new databases use 8 KiB pages, not 16. Nothing is
+ * rewritten: TEXT bodies stay readable, and a page size is fixed when a
+ * database is made. The version tells a build that cannot unpack bodies
+ * to refuse the database rather than serve the compressed bytes.
+ *
+ * At ingest each trace dirties a leaf of each index whose key is not in
+ * time order (trace_id, latency, tokens), and each such leaf is written
+ * whole to the WAL: at a million traces, 8 KiB pages took batch ingest
+ * from 4,330 to about 5,500 traces/s (BENCHMARKS.md). Their cost was the
+ * size: 1.57 x the JSON against 1.44, as 2 KB rows pack worse into 8 KiB
+ * pages. Compressed bodies, 1/1.3 to 1/1.6 of the bytes, pay for it.
+ */
+static const char schema_v8[] = "";
+
 /* migrations[v] takes a database from version v to v + 1. */
 static const char *const migrations[TLLM_SCHEMA_VERSION] = {
     schema_v1, schema_v2, schema_v3, schema_v4, schema_v5, schema_v6,
-    schema_v7
+    schema_v7, schema_v8
 };
 
 /* ---- latency buckets --------------------------------------------------- */
@@ -726,6 +743,23 @@ const char *tllm__col_text(apr_pool_t *p, sqlite3_stmt *st, int i,
     return s ? apr_pstrmemdup(p, (const char *)s, n) : NULL;
 }
 
+const char *tllm__col_body(tllm_db *db, apr_pool_t *p, sqlite3_stmt *st,
+                           int i, size_t *len)
+{
+    const char *json;
+
+    if (sqlite3_column_type(st, i) != SQLITE_BLOB) {
+        return tllm__col_text(p, st, i, len);
+    }
+    json = tllm_body_unpack(p, sqlite3_column_blob(st, i),
+                            (size_t)sqlite3_column_bytes(st, i), len);
+    if (!json) {
+        snprintf(db->errmsg, sizeof(db->errmsg),
+                 "a stored trace body does not unpack (LZ4)");
+    }
+    return json;
+}
+
 int tllm__bind_text(sqlite3_stmt *st, int i, const char *s)
 {
     return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC)
@@ -925,7 +959,7 @@ static int connection_setup(sqlite3 *sq)
 static sqlite3_int64 checkpoint_bound(tllm_db *db, const char *schema)
 {
     sqlite3_file *file = NULL;
-    sqlite3_int64 db_bytes = 0, bound;
+    sqlite3_int64 db_bytes = 0, bound, max_pages;
 
     if (db->page_size <= 0
         || sqlite3_file_control(db->sq, schema, SQLITE_FCNTL_FILE_POINTER,
@@ -935,11 +969,11 @@ static sqlite3_int64 checkpoint_bound(tllm_db *db, const char *schema)
         return TLLM_CHECKPOINT_MIN_PAGES;
     }
     bound = db_bytes / TLLM_CHECKPOINT_DB_FRACTION / db->page_size;
+    max_pages = TLLM_CHECKPOINT_MAX_BYTES / db->page_size;
     if (bound < TLLM_CHECKPOINT_MIN_PAGES) {
         return TLLM_CHECKPOINT_MIN_PAGES;
     }
-    return bound < TLLM_CHECKPOINT_MAX_PAGES ? bound
-                                             : TLLM_CHECKPOINT_MAX_PAGES;
+    return bound < max_pages ? bound : max_pages;
 }
 
 /* The WAL length at which this process next copies back early; 0 = at

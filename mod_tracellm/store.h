@@ -26,7 +26,7 @@ enum {
 };
 
 /** The schema version this build migrates to. */
-#define TLLM_SCHEMA_VERSION 7
+#define TLLM_SCHEMA_VERSION 8
 
 typedef struct tllm_db tllm_db;
 

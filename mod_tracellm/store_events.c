@@ -25,7 +25,11 @@ int tllm_store_events_after(tllm_db *db, apr_pool_t *p, int64_t since,
         e->seq = sqlite3_column_int64(st, 0);
         e->project_id = tllm__col_text(p, st, 1, NULL);
         e->environment = tllm__col_text(p, st, 2, NULL);
-        e->trace.s = tllm__col_text(p, st, 3, &e->trace.len);
+        e->trace.s = tllm__col_body(db, p, st, 3, &e->trace.len);
+        if (!e->trace.s) {
+            tllm__release(st);
+            return TLLM_ERROR;
+        }
     }
     if (rc != SQLITE_DONE) {
         tllm__fail(db, "read events");

@@ -36,6 +36,8 @@ struct tllm_db {
     int holds_mutex;               /* a transaction holds sq's mutex */
     tllm_rollup_delta delta;       /* the write transaction's rollup sums */
     int page_size;                 /* for the WAL hook (store.c) */
+    void *pack_buf;                /* a body being packed (store_write.c), */
+    size_t pack_cap;               /* from pool, grown by doubling */
     int checkpoint_early;          /* the hook asks for one after commit */
     tllm_wal_restart restart;      /* the hook's last try to restart the
                                     * WAL; pages 0 = none since reported */
@@ -74,6 +76,12 @@ void tllm__rollback(tllm_db *db);
 /* Column i of the current row as pool text (NULL for SQL NULL). */
 const char *tllm__col_text(apr_pool_t *p, sqlite3_stmt *st, int i,
                            size_t *len);
+
+/* Column i of the current row, a stored trace body (trace_body.h), as
+ * pool JSON text, unpacked if it was packed; NULL and the error recorded
+ * if a packed body does not unpack. */
+const char *tllm__col_body(tllm_db *db, apr_pool_t *p, sqlite3_stmt *st,
+                           int i, size_t *len);
 
 /* The rollup_latency bucket of a latency in ms (store.c, schema_v2), and
  * the smallest latency of a bucket: bucket b holds the latencies in

@@ -317,17 +317,15 @@ static apr_array_header_t *page_array(apr_pool_t *p, int limit)
                           sizeof(tllm_text));
 }
 
-/* Append the body in column 0 of st's row to out. */
-static void push_body(apr_pool_t *p, sqlite3_stmt *st,
-                      apr_array_header_t *out)
+/* Append the body in column 0 of st's row to out; TLLM_ERROR (recorded)
+ * if it does not unpack. */
+static int push_body(tllm_db *db, apr_pool_t *p, sqlite3_stmt *st,
+                     apr_array_header_t *out)
 {
     tllm_text *t = apr_array_push(out);
 
-    t->s = tllm__col_text(p, st, 0, &t->len);
-    if (!t->s) {
-        t->s = "null";
-        t->len = 4;
-    }
+    t->s = tllm__col_body(db, p, st, 0, &t->len);
+    return t->s ? TLLM_OK : TLLM_ERROR;
 }
 
 /* Append the matching bodies, newest first, at most limit, to *out.
@@ -346,7 +344,10 @@ static int page(tllm_db *db, apr_pool_t *p, const query *q, int limit,
     bind_query(st, q);
     bind_int64(st, ":limit", limit > 0 ? limit : 0);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        push_body(p, st, *out);
+        if (push_body(db, p, st, *out) != TLLM_OK) {
+            tllm__release(st);
+            return TLLM_ERROR;
+        }
     }
     if (rc != SQLITE_DONE) {
         tllm__fail(db, "list traces");
@@ -472,12 +473,12 @@ static int page_by_kind(tllm_db *db, apr_pool_t *p,
         }
         bind_int64(st, ":seq", APR_ARRAY_IDX(keys, i, row_key).seq);
         rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            push_body(p, st, *out);
-        }
-        else {
+        if (rc != SQLITE_ROW) {
             /* The same snapshot gave the key: the row is there. */
             tllm__fail(db, "read a listed trace");
+        }
+        else if (push_body(db, p, st, *out) != TLLM_OK) {
+            rc = SQLITE_CORRUPT;
         }
         tllm__release(st);
         if (rc != SQLITE_ROW) {
@@ -556,7 +557,10 @@ int tllm_store_trace_get(tllm_db *db, apr_pool_t *p, const char *trace_id,
     tllm__bind_text(st, 1, trace_id);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        out->s = tllm__col_text(p, st, 0, &out->len);
+        out->s = tllm__col_body(db, p, st, 0, &out->len);
+        if (!out->s) {
+            rc = SQLITE_CORRUPT;
+        }
     }
     else if (rc != SQLITE_DONE) {
         tllm__fail(db, "get trace");

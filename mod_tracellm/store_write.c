@@ -14,6 +14,7 @@
 #include <string.h>
 #include "store_int.h"
 #include "rollup_sql.h"
+#include "trace_body.h"
 
 /* The seq of trace_id's row (0 if none), whether it is in project, and
  * whether the rollups do not count it yet. */
@@ -81,6 +82,36 @@ static void add_to_delta(tllm_db *db, const tllm_trace *t, int64_t seq)
     tllm_rollup_delta_add(&db->delta, &row, seq);
 }
 
+/* Bind the trace's JSON as parameter i: packed (a BLOB) if that is
+ * smaller, else as text (trace_body.h). The packed bytes live in the
+ * connection's buffer until the next trace's. */
+static void bind_body(tllm_db *db, sqlite3_stmt *st, int i,
+                      const char *json, size_t len)
+{
+    size_t need = tllm_body_pack_bound(len), packed = 0;
+
+    if (need > db->pack_cap) {
+        /* Doubling keeps what the pool holds within twice the largest
+         * body packed on this connection. */
+        size_t cap = db->pack_cap ? db->pack_cap : 4096;
+
+        while (cap < need) {
+            cap *= 2;
+        }
+        db->pack_buf = apr_palloc(db->pool, cap);
+        db->pack_cap = cap;
+    }
+    if (need) {
+        packed = tllm_body_pack(json, len, db->pack_buf);
+    }
+    if (packed) {
+        sqlite3_bind_blob64(st, i, db->pack_buf, packed, SQLITE_STATIC);
+    }
+    else {
+        sqlite3_bind_text64(st, i, json, len, SQLITE_STATIC, SQLITE_UTF8);
+    }
+}
+
 static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
 {
     sqlite3_stmt *st = tllm__stmt(db, ST_TRACE_INSERT);
@@ -100,8 +131,7 @@ static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
     sqlite3_bind_int(st, 9, t->slow_request ? 1 : 0);
     sqlite3_bind_int64(st, 10, t->created_at);
     if (t->json) {
-        sqlite3_bind_text64(st, 11, t->json, len, SQLITE_STATIC,
-                            SQLITE_UTF8);
+        bind_body(db, st, 11, t->json, len);
     }
     sqlite3_bind_int64(st, 12, tllm__latency_bucket(t->latency));
     if (run_stmt(db, st, "insert trace") != TLLM_OK) {
@@ -202,8 +232,9 @@ static int rollups_catch_up(tllm_db *db)
 /*
  * A transaction that stores traces dirties a random page of each index
  * whose key is not time-ordered (trace_id, latency, tokens) per trace: at
- * a million traces, a group of 200 dirties about 600 pages of 16 KiB.
- * SQLite's default cache of 2,000 KiB holds 125: the rest are spilled to
+ * a million traces, a group of 200 dirties about 600 pages (of 16 KiB
+ * before schema 8, 8 KiB since). SQLite's default cache of 2,000 KiB
+ * holds 125 of 16 KiB: the rest are spilled to
  * the WAL before the commit, or dropped and read again when touched again
  * (the indexes' upper pages too). So the transaction's cache may grow to
  * WRITER_CACHE_KIB, and shrinks back to the default once it has ended:

@@ -1,6 +1,7 @@
 """The write-ahead log: commits leave it to grow to its bound, then the
 committing connection copies it back into the database file (store.c,
 wal_committed)."""
+import base64
 import os
 import re
 import sqlite3
@@ -20,9 +21,11 @@ pytestmark = pytest.mark.skipif(not os.path.isfile(module_path()),
 
 # store.c: TLLM_CHECKPOINT_MIN_PAGES, the bound of a small database's WAL;
 # the bound is an eighth of the database (TLLM_CHECKPOINT_DB_FRACTION) in
-# 16 KiB pages, so it grows from 125 MiB of database on.
+# pages, of 8 KiB in a new database (TLLM_PAGE_SIZE), so it grows from
+# 62.5 MiB of database on.
 MIN_PAGES = 1000
-LARGE_DB_BYTES = MIN_PAGES * 8 * 16384
+PAGE_BYTES = 8192
+LARGE_DB_BYTES = MIN_PAGES * 8 * PAGE_BYTES
 WAL_HEADER, FRAME_HEADER = 32, 24
 
 
@@ -39,10 +42,16 @@ def wal_files(srv):
     return db, db.with_name(db.name + "-wal"), page_size(db) + FRAME_HEADER
 
 
+def filler(n):
+    """n characters that do not compress: the store packs bodies (LZ4,
+    trace_body.h), and the WAL must grow by what a batch sends."""
+    return base64.b64encode(os.urandom(n * 3 // 4 + 3)).decode()[:n]
+
+
 def post_batch(api, key, tag, prompt_bytes):
     """Ingest 100 traces whose prompts hold prompt_bytes of filler."""
     r = api.post("/traces", headers={"X-API-Key": key}, json=[
-        {"prompt": "%s-%d " % (tag, i) + "x" * prompt_bytes,
+        {"prompt": "%s-%d " % (tag, i) + filler(prompt_bytes),
          "latency": 100 + i, "token_count": i} for i in range(100)])
     assert r.status_code == 200, r.text
 
@@ -57,7 +66,7 @@ def test_wal_is_checkpointed_once_it_holds_its_bound():
         api = Api(srv.base)
         pid, key = api.project()
         db, wal, frame = wal_files(srv)
-        assert frame - FRAME_HEADER == 16384
+        assert frame - FRAME_HEADER == PAGE_BYTES
         start = db.stat().st_size
         sent = 0
         wal_bytes = 0
@@ -78,7 +87,7 @@ def test_wal_is_checkpointed_once_it_holds_its_bound():
 
 
 def test_large_database_copies_the_wal_back_outside_the_write_lock():
-    """Above 125 MiB of database, the WAL's bound grows with it, and from
+    """Above 62.5 MiB of database, the WAL's bound grows with it, and from
     half the bound on a writer copies the WAL back after it has let go of
     the write lock (TLLM0020), so the checkpoint under the lock has little
     left. Fails if that never happens, or happens for a small database."""
@@ -100,7 +109,7 @@ def test_large_database_copies_the_wal_back_outside_the_write_lock():
         else:
             pytest.fail("no early checkpoint after %d traces (%d bytes)"
                         % (sent, db.stat().st_size))
-        # Before this batch the database was past 125 MiB: the early copy
+        # Before this batch the database was past 62.5 MiB: the early copy
         # is for large databases only.
         assert not small
         copied = [(int(c), int(w)) for c, w in re.findall(

@@ -12,6 +12,7 @@
 #include <apr_strings.h>
 #include "store.h"
 #include "store_int.h"
+#include "trace_body.h"
 #include "unit.h"
 
 #define H INT64_C(3600000000)
@@ -659,6 +660,134 @@ static void test_list_tokens_wide(const char *file)
     remove_db(file);
 }
 
+/* The JSON of a trace whose prompt repeats a phrase n times: long enough
+ * to store packed. */
+static const char *long_json(const char *id, int n)
+{
+    const char *s = apr_psprintf(tp, "{\"trace_id\":\"%s\",\"prompt\":\"",
+                                 id);
+    int i;
+
+    for (i = 0; i < n; i++) {
+        s = apr_psprintf(tp, "%ssummarize the %d report for the customer ",
+                         s, i % 7);
+    }
+    return apr_pstrcat(tp, s, "\"}", NULL);
+}
+
+/* The bodies of a listing, one after another. */
+static const char *joined(apr_array_header_t *a)
+{
+    const char *s = "";
+    int i;
+
+    for (i = 0; i < a->nelts; i++) {
+        const tllm_text *t = &APR_ARRAY_IDX(a, i, tllm_text);
+
+        CHECK(t->len == strlen(t->s));
+        s = apr_pstrcat(tp, s, i ? "\n" : "", t->s, NULL);
+    }
+    return s;
+}
+
+/* A body long enough to compress is stored packed, a BLOB smaller than
+ * its JSON, and every reader gives the JSON back exactly: one trace, a
+ * listing (walked and merged by kind), /failures and the event log. A
+ * short body stays TEXT, as the rows stored before schema 8 are. A
+ * packed body that does not unpack is an error, never bytes served as
+ * JSON (schema version 8, trace_body.h). */
+static void test_bodies(const char *file)
+{
+    apr_pool_t *cp;
+    sqlite3 *sq;
+    tllm_db *db = open_db(file, &cp, &sq);
+    row first = { "long1", "prod", "m", "failed", 10, 1, 0, 0, 1, 0 };
+    row second = { "long2", "prod", "m", "success", 20, 2, 0, 0, 1, 5 };
+    row last_row = { "short", "prod", "m", "success", 30, 3, 0, 0, 1, 9 };
+    tllm_trace *batch[3];
+    int results[3], i;
+    int64_t last, total;
+    apr_array_header_t *items, *events;
+    tllm_trace_filter f;
+    tllm_failures fl;
+    tllm_text one;
+    unsigned char noise[600], packed[1024];
+    unsigned x = 12345;
+
+    CHECK(tllm_store_migrate(db) == TLLM_OK);
+    batch[0] = mktrace(&first, "p", 1);
+    batch[0]->json = long_json("long1", 40);
+    batch[1] = mktrace(&second, "p", 1);
+    batch[1]->json = long_json("long2", 60);
+    batch[2] = mktrace(&last_row, "p", 1);
+    for (i = 0; i < 3; i++) {
+        batch[i]->json_len = strlen(batch[i]->json);
+    }
+    CHECK(tllm_store_traces_put(db, batch, 3, results, &last) == TLLM_OK);
+    CHECK_STR(raw(sq, "SELECT group_concat(typeof(body)) FROM"
+                      " (SELECT body FROM traces ORDER BY seq)"),
+              "blob,blob,text");
+    CHECK(atoi(raw(sq, "SELECT length(body) FROM traces"
+                       " WHERE trace_id = 'long2'"))
+          < (int)batch[1]->json_len / 3);
+
+    CHECK(tllm_store_trace_get(db, tp, "long1", &one) == TLLM_OK);
+    CHECK_STR(one.s, batch[0]->json);
+    CHECK(one.len == batch[0]->json_len);
+    CHECK(tllm_store_trace_get(db, tp, "short", &one) == TLLM_OK);
+    CHECK_STR(one.s, batch[2]->json);
+    memset(&f, 0, sizeof(f));
+    CHECK(tllm_store_traces_list(db, tp, &f, 10, &total, &items)
+          == TLLM_OK);
+    CHECK_STR(joined(items), apr_pstrcat(tp, batch[2]->json, "\n",
+                                         batch[1]->json, "\n",
+                                         batch[0]->json, NULL));
+    f.model_name = "m";             /* merged by kind */
+    CHECK(tllm_store_traces_list(db, tp, &f, 10, &total, &items)
+          == TLLM_OK);
+    CHECK(reads_through(sq, "traces_kind", "model_name = :model"));
+    CHECK_STR(joined(items), apr_pstrcat(tp, batch[2]->json, "\n",
+                                         batch[1]->json, "\n",
+                                         batch[0]->json, NULL));
+    CHECK(tllm_store_failures(db, tp, "p", NULL, 10, &fl) == TLLM_OK);
+    CHECK_STR(joined(fl.failed), batch[0]->json);
+    CHECK(tllm_store_events_after(db, tp, 0, NULL, NULL, 10, &events)
+          == TLLM_OK);
+    CHECK(events->nelts == 3);
+    for (i = 0; i < events->nelts && i < 3; i++) {
+        CHECK_STR(APR_ARRAY_IDX(events, i, tllm_event).trace.s,
+                  batch[i]->json);
+    }
+
+    /* Incompressible bytes are left as they are. */
+    for (i = 0; i < (int)sizeof(noise); i++) {
+        x = x * 1103515245u + 12345u;
+        noise[i] = (unsigned char)(x >> 16);
+    }
+    CHECK(tllm_body_pack_bound(sizeof(noise)) <= sizeof(packed));
+    CHECK(tllm_body_pack((const char *)noise, sizeof(noise), packed) == 0);
+
+    /* Cut short, and a header that claims more than its block can hold. */
+    raw(sq, "UPDATE traces SET body = substr(body, 1, length(body) - 3)"
+            " WHERE trace_id = 'long2'");
+    CHECK(tllm_store_trace_get(db, tp, "long2", &one) == TLLM_ERROR);
+    CHECK(strstr(tllm_db_errmsg(db), "does not unpack") != NULL);
+    memset(&f, 0, sizeof(f));
+    CHECK_STR(list(db, &f, 10, &total), "(error)");
+    f.model_name = "m";
+    CHECK_STR(list(db, &f, 10, &total), "(error)");
+    CHECK(tllm_store_events_after(db, tp, 0, NULL, NULL, 10, &events)
+          == TLLM_ERROR);
+    raw(sq, "UPDATE traces SET body = x'ffffff7f00112233'"
+            " WHERE trace_id = 'long1'");
+    CHECK(tllm_store_trace_get(db, tp, "long1", &one) == TLLM_ERROR);
+    CHECK(tllm_store_failures(db, tp, "p", NULL, 10, &fl) == TLLM_ERROR);
+    CHECK(sqlite3_get_autocommit(sq));
+
+    apr_pool_destroy(cp);
+    remove_db(file);
+}
+
 /* Past KIND_MAX_ENTRIES (10,000) index entries to merge, a page of
  * kinds walks traces_created instead, with the same answer: 10,001
  * models of one trace each, in their own database. */
@@ -1146,7 +1275,7 @@ int main(void)
     CHECK(tllm_store_migrate(db) == TLLM_OK);
     CHECK(tllm_store_migrate(db) == TLLM_OK);
     CHECK_STR(raw(sq, "PRAGMA user_version"), VERSION_TEXT);
-    CHECK_STR(raw(sq, "PRAGMA page_size"), "16384");
+    CHECK_STR(raw(sq, "PRAGMA page_size"), "8192");
     CHECK(tllm_store_ping(db) == TLLM_OK);
     /* Each failure list's partial index is in listing order, scoped or
      * not: no body is copied through a sorter (schema version 3). */
@@ -1232,6 +1361,7 @@ int main(void)
     test_migrate_from_v1(apr_pstrcat(tp, path, "/v1.db", NULL));
     test_list_many_kinds(apr_pstrcat(tp, path, "/kinds.db", NULL));
     test_list_tokens_wide(apr_pstrcat(tp, path, "/tokens.db", NULL));
+    test_bodies(apr_pstrcat(tp, path, "/bodies.db", NULL));
 
     apr_pool_destroy(cp2);
     CHECK(close_rc == SQLITE_OK);
