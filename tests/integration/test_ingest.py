@@ -741,31 +741,34 @@ def test_chunked_body_under_limit(api, project):
 def test_long_trace_is_stored_packed_and_read_back_whole(server, api,
                                                           project):
     """A long trace's body is stored LZ4-packed (schema 8, trace_body.h):
-    a BLOB in the database file, under half its JSON here. GET
-    /traces/{id}, a listing and /failures give back exactly the bytes
-    ingest answered with. Fails if bodies are stored as they are, or come
-    back packed or cut short."""
+    a BLOB in the database file, under half its JSON here. A failed one
+    stays text, as /failures reads those. GET /traces/{id}, a listing and
+    /failures give back exactly the bytes ingest answered with. Fails if
+    bodies are stored as they are, or come back packed or cut short."""
     pid, key = project
     prompt = " ".join("summarize report %d for the customer" % (i % 9)
                       for i in range(200))
-    r = api.ingest(key, {"prompt": prompt, "status": "failed",
-                         "failure_reason": "upstream_timeout"})
-    assert r.status_code == 201, r.text
-    tid = r.json()["trace_id"]
-    assert api.get("/traces/" + tid).content == r.content
-    assert api.traces(project_id=pid)["items"] == [r.json()]
+    ok = api.ingest(key, {"prompt": prompt, "latency": 10})
+    failed = api.ingest(key, {"prompt": prompt, "status": "failed",
+                              "failure_reason": "upstream_timeout"})
+    assert ok.status_code == 201 == failed.status_code, failed.text
+    for r in (ok, failed):
+        assert api.get("/traces/" + r.json()["trace_id"]).content == r.content
+    assert api.traces(project_id=pid)["items"] == [failed.json(), ok.json()]
     assert api.get("/failures", params={"project_id": pid}).json()[
-        "failed_traces"] == [r.json()]
+        "failed_traces"] == [failed.json()]
     db = os.path.join(server.data_dir, "tracellm.db")
     con = sqlite3.connect("file:%s?mode=ro" % quote(db), uri=True)
     try:
-        kind, size = con.execute("SELECT typeof(body), length(body)"
-                                 " FROM traces WHERE trace_id = ?",
-                                 (tid,)).fetchone()
+        stored = [con.execute("SELECT typeof(body), length(body) FROM traces"
+                              " WHERE trace_id = ?",
+                              (r.json()["trace_id"],)).fetchone()
+                  for r in (ok, failed)]
     finally:
         con.close()
-    assert kind == "blob"
-    assert size < len(r.content) / 2, (size, len(r.content))
+    assert stored[0][0] == "blob"
+    assert stored[0][1] < len(ok.content) / 2, (stored, len(ok.content))
+    assert stored[1] == ("text", len(failed.content))
 
 
 def test_numbers_round_trip(api, project):

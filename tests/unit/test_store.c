@@ -692,22 +692,28 @@ static const char *joined(apr_array_header_t *a)
 
 /* A body long enough to compress is stored packed, a BLOB smaller than
  * its JSON, and every reader gives the JSON back exactly: one trace, a
- * listing (walked and merged by kind), /failures and the event log. A
- * short body stays TEXT, as the rows stored before schema 8 are. A
- * packed body that does not unpack is an error, never bytes served as
- * JSON (schema version 8, trace_body.h). */
+ * listing (walked and merged by kind) and the event log. A short body
+ * stays TEXT, as the rows stored before schema 8 are, and so does a
+ * flagged trace's, which /failures reads. A packed body that does not
+ * unpack is an error, never bytes served as JSON (schema version 8,
+ * trace_body.h). */
 static void test_bodies(const char *file)
 {
+    enum { N = 4 };
     apr_pool_t *cp;
     sqlite3 *sq;
     tllm_db *db = open_db(file, &cp, &sq);
-    row first = { "long1", "prod", "m", "failed", 10, 1, 0, 0, 1, 0 };
-    row second = { "long2", "prod", "m", "success", 20, 2, 0, 0, 1, 5 };
-    row last_row = { "short", "prod", "m", "success", 30, 3, 0, 0, 1, 9 };
-    tllm_trace *batch[3];
-    int results[3], i;
+    static const row rows[N] = {
+        { "long1", "prod", "m", "success", 10, 1, 0, 0, 1, 0 },
+        { "long2", "prod", "m", "success", 20, 2, 0, 0, 1, 5 },
+        { "short", "prod", "m", "success", 30, 3, 0, 0, 1, 9 },
+        { "failed", "prod", "m", "failed", 40, 4, 0, 0, 1, 12 }
+    };
+    tllm_trace *batch[N];
+    int results[N], i;
     int64_t last, total;
     apr_array_header_t *items, *events;
+    const char *newest_first;
     tllm_trace_filter f;
     tllm_failures fl;
     tllm_text one;
@@ -715,18 +721,17 @@ static void test_bodies(const char *file)
     unsigned x = 12345;
 
     CHECK(tllm_store_migrate(db) == TLLM_OK);
-    batch[0] = mktrace(&first, "p", 1);
-    batch[0]->json = long_json("long1", 40);
-    batch[1] = mktrace(&second, "p", 1);
-    batch[1]->json = long_json("long2", 60);
-    batch[2] = mktrace(&last_row, "p", 1);
-    for (i = 0; i < 3; i++) {
-        batch[i]->json_len = strlen(batch[i]->json);
+    for (i = 0; i < N; i++) {
+        batch[i] = mktrace(&rows[i], "p", 1);
+        if (i != 2) {
+            batch[i]->json = long_json(rows[i].id, 40 + 10 * i);
+            batch[i]->json_len = strlen(batch[i]->json);
+        }
     }
-    CHECK(tllm_store_traces_put(db, batch, 3, results, &last) == TLLM_OK);
+    CHECK(tllm_store_traces_put(db, batch, N, results, &last) == TLLM_OK);
     CHECK_STR(raw(sq, "SELECT group_concat(typeof(body)) FROM"
                       " (SELECT body FROM traces ORDER BY seq)"),
-              "blob,blob,text");
+              "blob,blob,text,text");
     CHECK(atoi(raw(sq, "SELECT length(body) FROM traces"
                        " WHERE trace_id = 'long2'"))
           < (int)batch[1]->json_len / 3);
@@ -736,25 +741,24 @@ static void test_bodies(const char *file)
     CHECK(one.len == batch[0]->json_len);
     CHECK(tllm_store_trace_get(db, tp, "short", &one) == TLLM_OK);
     CHECK_STR(one.s, batch[2]->json);
+    newest_first = apr_pstrcat(tp, batch[3]->json, "\n", batch[2]->json,
+                               "\n", batch[1]->json, "\n", batch[0]->json,
+                               NULL);
     memset(&f, 0, sizeof(f));
     CHECK(tllm_store_traces_list(db, tp, &f, 10, &total, &items)
           == TLLM_OK);
-    CHECK_STR(joined(items), apr_pstrcat(tp, batch[2]->json, "\n",
-                                         batch[1]->json, "\n",
-                                         batch[0]->json, NULL));
+    CHECK_STR(joined(items), newest_first);
     f.model_name = "m";             /* merged by kind */
     CHECK(tllm_store_traces_list(db, tp, &f, 10, &total, &items)
           == TLLM_OK);
     CHECK(reads_through(sq, "traces_kind", "model_name = :model"));
-    CHECK_STR(joined(items), apr_pstrcat(tp, batch[2]->json, "\n",
-                                         batch[1]->json, "\n",
-                                         batch[0]->json, NULL));
+    CHECK_STR(joined(items), newest_first);
     CHECK(tllm_store_failures(db, tp, "p", NULL, 10, &fl) == TLLM_OK);
-    CHECK_STR(joined(fl.failed), batch[0]->json);
+    CHECK_STR(joined(fl.failed), batch[3]->json);
     CHECK(tllm_store_events_after(db, tp, 0, NULL, NULL, 10, &events)
           == TLLM_OK);
-    CHECK(events->nelts == 3);
-    for (i = 0; i < events->nelts && i < 3; i++) {
+    CHECK(events->nelts == N);
+    for (i = 0; i < events->nelts && i < N; i++) {
         CHECK_STR(APR_ARRAY_IDX(events, i, tllm_event).trace.s,
                   batch[i]->json);
     }
@@ -779,8 +783,8 @@ static void test_bodies(const char *file)
     CHECK(tllm_store_events_after(db, tp, 0, NULL, NULL, 10, &events)
           == TLLM_ERROR);
     raw(sq, "UPDATE traces SET body = x'ffffff7f00112233'"
-            " WHERE trace_id = 'long1'");
-    CHECK(tllm_store_trace_get(db, tp, "long1", &one) == TLLM_ERROR);
+            " WHERE trace_id = 'failed'");
+    CHECK(tllm_store_trace_get(db, tp, "failed", &one) == TLLM_ERROR);
     CHECK(tllm_store_failures(db, tp, "p", NULL, 10, &fl) == TLLM_ERROR);
     CHECK(sqlite3_get_autocommit(sq));
 
