@@ -1,8 +1,8 @@
 /*
  * trace_body.c - LZ4 for stored trace bodies (trace_body.h).
  *
- * Why LZ4: a body is written once and read in every listing page,
- * /failures and the live events. On the bench's traces (2 KB of JSON on
+ * Why LZ4: a body is written once and read in every listing page and
+ * by the live events. On the bench's traces (2 KB of JSON on
  * average) LZ4 keeps 1/1.6 of the bytes at 4 us a trace to compress and
  * 0.7 us to decompress; zstd at level 1 keeps 1/2.3 but takes 4 us to
  * decompress, 200 us more for a page of 50. Compressed bodies are what
@@ -13,9 +13,9 @@
 
 #include "trace_body.h"
 
-/* LZ4 does not expand a block more than 255 times (a match is at most
- * 255 bytes a length byte); a header that claims more is corrupt, and is
- * refused before anything that large is allocated. */
+/* An LZ4 block does not decompress to more than 255 times its size (each
+ * byte of a match's length adds at most 255): a header that claims more
+ * is corrupt, and is refused before anything that large is allocated. */
 #define LZ4_MAX_EXPANSION 255
 
 static void put_le32(unsigned char *b, size_t v)

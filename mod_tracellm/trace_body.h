@@ -3,7 +3,8 @@
  * LZ4-compressed when that makes it smaller, as it is otherwise.
  *
  * A stored body is either TEXT (the JSON itself: bodies stored before
- * schema 8, and those compression would not shrink) or a BLOB: the JSON's
+ * schema 8, those compression would not shrink, and flagged traces',
+ * which /failures reads: store_write.c) or a BLOB: the JSON's
  * length as 4 bytes, little-endian, then one LZ4 block of it. SQLite
  * keeps the two apart by the value's type, so no flag column is needed
  * and the rows stored before stay readable as they are.
