@@ -29,13 +29,13 @@
  * committing connection copies it back (a passive checkpoint), within
  * these bounds: SQLite's default of 1,000 pages, and 256 MiB (16,384
  * pages of 16 KiB, 32,768 of 8 KiB). With the default alone, the copying
- * was a fifth of ingest's time under the write lock (perf): the rollup pages and the
- * time-ordered indexes' last leaves, written by every commit, were
- * copied once per checkpoint. Longer intervals copy each once for more
- * traces: 200,000 traces went in at 7,600/s with 1,000, 8,600-8,900 with
- * 4,000, 9,400-9,800 with 8,000 and 10,100-10,300 with 16,000. An eighth
- * keeps a small database's WAL small; the WAL file keeps its largest size
- * on disk.
+ * was a fifth of ingest's time under the write lock (perf): the rollup
+ * pages and the time-ordered indexes' last leaves, written by every
+ * commit, were copied once per checkpoint. Longer intervals copy each
+ * once for more traces: 200,000 traces went in at 7,600/s with 1,000,
+ * 8,600-8,900 with 4,000, 9,400-9,800 with 8,000 and 10,100-10,300 with
+ * 16,000 (16 KiB pages). An eighth keeps a small database's WAL small;
+ * the WAL file keeps its largest size on disk.
  *
  * A long WAL alone made one checkpoint under the write lock copy up to
  * 256 MiB while every writer waited: single POSTs had a p99 of 114 ms at
@@ -499,10 +499,13 @@ static const char schema_v7[] =
  *
  * At ingest each trace dirties a leaf of each index whose key is not in
  * time order (trace_id, latency, tokens), and each such leaf is written
- * whole to the WAL: at a million traces, 8 KiB pages took batch ingest
- * from 4,330 to about 5,500 traces/s (BENCHMARKS.md). Their cost was the
- * size: 1.57 x the JSON against 1.44, as 2 KB rows pack worse into 8 KiB
- * pages. Compressed bodies, 1/1.3 to 1/1.6 of the bytes, pay for it.
+ * whole to the WAL: on a copy of a million-trace database, 8 KiB pages
+ * took batch ingest from 4,330 to about 5,500 traces/s, but to 1.57 x the
+ * JSON against 1.44, as 2 KB rows pack worse into 8 KiB pages.
+ * Compressed bodies, 1/1.3 to 1/1.6 of the bytes, pay for it: from empty
+ * to a million traces, batch ingest went 20-27 % faster than with 16 KiB
+ * pages and text bodies, and the database is 1.15 x the JSON, flagged
+ * traces' bodies left as text (store_write.c; BENCHMARKS.md).
  */
 static const char schema_v8[] = "";
 

@@ -6,8 +6,8 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # Debian packages the build, the server and the tests need.
 BUILD_PACKAGES="apache2 apache2-dev libaprutil1-dbd-sqlite3 libjson-c-dev
-  libsqlite3-dev liblz4-dev libssl-dev libwebsockets-dev pkg-config autoconf automake
-  libtool make gcc curl"
+  libsqlite3-dev liblz4-dev libssl-dev libwebsockets-dev pkg-config autoconf
+  automake libtool make gcc curl"
 TEST_PACKAGES="python3 python3-pytest python3-requests python3-websockets
   python3-jsonschema chromium"
 WEB="$TOP/web"
