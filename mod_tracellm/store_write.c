@@ -92,10 +92,11 @@ static int flagged(const tllm_trace *t)
 
 /* Bind the trace's JSON as parameter 11: packed (a BLOB) if that is
  * smaller, else as text (trace_body.h). Flagged traces stay text:
- * /failures sends 75 of their bodies a request, and unpacking them cost
- * it about 50 us of 250 (wrk c1 p50 at 200,000 traces), while they are a
- * fifth of the traces and their bytes. The packed bytes live in the
- * connection's buffer until the next trace's. */
+ * /failures sends 75 of their bodies a request, and unpacking 75 takes
+ * about 50 us (0.65 us a body, measured alone), a fifth of its 250 us at
+ * c1; they are a fifth of the traces, and keeping them as text made the
+ * database 1.15 x the JSON against 1.03 (BENCHMARKS.md). The packed bytes
+ * live in the connection's buffer until the next trace's. */
 static void bind_body(tllm_db *db, sqlite3_stmt *st, const tllm_trace *t,
                       size_t len)
 {
@@ -246,9 +247,9 @@ static int rollups_catch_up(tllm_db *db)
  * whose key is not time-ordered (trace_id, latency, tokens) per trace: at
  * a million traces, a group of 200 dirties about 600 pages (of 16 KiB
  * before schema 8, 8 KiB since). SQLite's default cache of 2,000 KiB
- * holds 125 of 16 KiB: the rest are spilled to
- * the WAL before the commit, or dropped and read again when touched again
- * (the indexes' upper pages too). So the transaction's cache may grow to
+ * holds 125 of 16 KiB: the rest are spilled to the WAL before the
+ * commit, or dropped and read again when touched again (the indexes'
+ * upper pages too). So the transaction's cache may grow to
  * WRITER_CACHE_KIB, and shrinks back to the default once it has ended:
  * a connection's cache is dropped anyway when another commits, and
  * a large one kept would only grow with the reads it serves later (the
