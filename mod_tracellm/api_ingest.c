@@ -12,7 +12,6 @@
 #include "mod_tracellm.h"
 #include "request.h"
 #include "jsonutil.h"
-#include "eventd_supervisor.h"
 #include "keys.h"
 #include "trace.h"
 #include "group_commit.h"
@@ -271,9 +270,6 @@ int tllm_api_ingest(tllm_req *q)
         return send_whole_body_invalid(q, json_object_get(body),
                                        "the body must be a trace object or "
                                        "a list of traces");
-    }
-    if (last_seq > 0) {
-        tllm_eventd_notify(last_seq);
     }
     /* last_used_at is refreshed at most once a minute; the row just read
      * tells whether it is due, so most ingests write nothing more. */

@@ -46,6 +46,7 @@
 #include <apr_thread_mutex.h>
 
 #include "mod_tracellm.h"
+#include "eventd_supervisor.h"
 #include "group_commit.h"
 #include "write_lock.h"
 
@@ -125,6 +126,19 @@ static int write_together(tllm_db *db, pending *group)
     return tllm_store_write_commit(db);
 }
 
+/* The newest seq a group's commit made visible, 0 if none. */
+static int64_t newest_seq(const pending *group)
+{
+    int64_t newest = 0;
+
+    for (; group; group = group->next) {
+        if (group->rv == TLLM_OK && group->last_seq > newest) {
+            newest = group->last_seq;
+        }
+    }
+    return newest;
+}
+
 /* Write a group with db, a connection to the group's database; the
  * caller holds the write lock. */
 static void write_group(request_rec *r, tllm_db *db, pending *group)
@@ -178,6 +192,7 @@ static void lead(request_rec *r, pending *me)
     while (!me->done) {
         pending *group, *g, *next, *successor = NULL;
         int held = tllm_write_lock(r);
+        int64_t newest;
 
         /* Taken once the lock is held: while another child writes, this
          * child's requests keep joining the group. */
@@ -189,6 +204,7 @@ static void lead(request_rec *r, pending *me)
          * database. Its request waits, so no one else uses it now. */
         write_group(r, group->db, group);
         tllm_write_unlock(r, held);
+        newest = newest_seq(group);     /* read before anyone is woken */
 
         apr_thread_mutex_lock(queue_mutex);
         for (g = group; g; g = g->next) {
@@ -207,6 +223,11 @@ static void lead(request_rec *r, pending *me)
         }
         if (successor) {
             sem_post(&successor->wake);
+        }
+        /* One wake-up of the event process for the whole group, not one
+         * per request: it reads every row past its cursor anyway. */
+        if (newest > 0) {
+            tllm_eventd_notify(newest);
         }
     }
 }
@@ -250,6 +271,9 @@ int tllm_group_commit_put(request_rec *r, tllm_db *db,
 
         write_group(r, db, &me);    /* a group of one */
         tllm_write_unlock(r, held);
+        if (newest_seq(&me) > 0) {
+            tllm_eventd_notify(me.last_seq);
+        }
     }
     if (tllm_store_wal_restart_report(db, &restart)) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "TLLM0025: WAL at its "

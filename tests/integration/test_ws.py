@@ -9,6 +9,7 @@ import socket
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,10 @@ CONNECTED = {"type": "system.connected", "status": "connected",
              "message": "TraceLLM websocket active"}
 
 
-def eventd_conf(data_dir, port):
+def eventd_conf(data_dir, port, eventd=EVENTD):
     text = (REPO / "conf" / "eventd-private.conf.in").read_text()
     for k, v in (("@DATA@", data_dir), ("@EVENTD_PORT@", str(port)),
-                 ("@MODDIR@", apxs_q("LIBEXECDIR")), ("@EVENTD@", EVENTD)):
+                 ("@MODDIR@", apxs_q("LIBEXECDIR")), ("@EVENTD@", eventd)):
         text = text.replace(k, v)
     return text
 
@@ -35,13 +36,21 @@ def eventd_conf(data_dir, port):
 class WsServer:
     """A TllmServer whose extra config turns live events on."""
 
-    def __init__(self, extra_conf=""):
+    def __init__(self, extra_conf="", eventd_args=""):
         from httpd import new_data_dir
         d = new_data_dir("ws")
         self.eventd_port = free_port()
         self.srv = None
         self._data = d
         self._extra = extra_conf
+        self._eventd = EVENTD
+        if eventd_args:
+            # The module starts what TraceLLMEventdBinary names with its
+            # own arguments; a wrapper appends these (the last wins).
+            self._eventd = os.path.join(d, "eventd-wrapper")
+            with open(self._eventd, "w") as f:
+                f.write(f'#!/bin/sh\nexec "{EVENTD}" "$@" {eventd_args}\n')
+            os.chmod(self._eventd, 0o755)
 
     def start(self):
         from httpd import TllmServer
@@ -49,7 +58,8 @@ class WsServer:
         _require_module()
         self.srv = TllmServer(self._data,
                               extra_conf=eventd_conf(self._data,
-                                                     self.eventd_port)
+                                                     self.eventd_port,
+                                                     self._eventd)
                               + self._extra)
         self.srv.start()
         wait_for(lambda: eventd_pids(self._data), 10, "eventd to start")
@@ -173,6 +183,45 @@ def test_three_traces_three_events_in_order(ws_server, ws_api):
         await nothing_more(ws)
         await ws.close()
     run(go())
+
+
+def test_commits_wake_the_event_process():
+    """Events come from the module's wake-up after each commit, not from
+    the event process's poll: with a poll of a minute, concurrent single
+    POSTs (committed in groups) and a batch all reach a client within
+    seconds, and the last of each commit too."""
+    s = WsServer(eventd_args="--poll-ms 60000").start()
+    api = Api(s.srv.base)
+    pid, key = api.project()
+
+    def post_one(i):
+        r = api.ingest(key, json.dumps({"prompt": f"woken {i}"}))
+        assert r.status_code == 201, r.text
+        return r.json()["trace_id"]
+
+    async def go():
+        ws = await connect(s.ws + f"?project_id={pid}")
+        for _ in range(3):
+            with ThreadPoolExecutor(10) as pool:   # Api pools 10
+                ids = set(await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: list(pool.map(post_one, range(48)))))
+            got = await events(ws, len(ids), timeout=10)
+            assert {m["trace"]["trace_id"] for m in got} == ids
+        r = api.post("/traces", headers={"X-API-Key": key},
+                     json=[{"prompt": f"batch {i}"} for i in range(20)])
+        assert r.status_code == 200, r.text[:300]
+        got = await events(ws, 20, timeout=10)
+        assert [m["trace"]["trace_id"] for m in got] == r.json()["trace_ids"]
+        await nothing_more(ws)
+        await ws.close()
+    try:
+        assert all("--poll-ms 60000" in open(f"/proc/{p}/cmdline").read()
+                   .replace("\0", " ") for p in eventd_pids(s._data))
+        run(go(), timeout=120)
+    finally:
+        s.srv.stop()
+        wait_for(lambda: not eventd_pids(s._data), 10, "eventd to stop")
+        finish_server(s.srv, allowed=[r"tracellm-eventd"])
 
 
 def test_since_replays_exactly_the_missed_events(ws_server, ws_api):
