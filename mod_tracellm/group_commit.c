@@ -26,6 +26,11 @@
  * If the group's transaction fails, each of its requests is written again
  * alone, so no request fails because of another's traces.
  *
+ * The leader tells the event process once a group, with the group's
+ * newest seq: it reads every row past its cursor anyway, and a datagram
+ * a request woke it for every member (single POSTs at -c32: 7.9 against
+ * 13.5 us of its CPU a POST, 0.10 against 0.30 context switches).
+ *
  * Each waiting request sleeps on its own semaphore, on its stack, and is
  * woken once: when its group is committed, or when it is the queue's
  * head and the leader before it is done, to lead next. A broadcast to one
