@@ -189,7 +189,7 @@ def test_commits_wake_the_event_process():
     """Events come from the module's wake-up after each commit, not from
     the event process's poll: with a poll of a minute, concurrent single
     POSTs (committed in groups) and a batch all reach a client within
-    seconds, and the last of each commit too."""
+    seconds."""
     s = WsServer(eventd_args="--poll-ms 60000").start()
     api = Api(s.srv.base)
     pid, key = api.project()
