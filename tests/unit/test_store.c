@@ -694,12 +694,12 @@ static const char *joined(apr_array_header_t *a)
  * its JSON, and every reader gives the JSON back exactly: one trace, a
  * listing (walked and merged by kind) and the event log. A short body
  * stays TEXT, as the rows stored before schema 8 are, and so does a
- * flagged trace's, which /failures reads. A packed body that does not
+ * flagged (failed, slow or retried) trace's, which /failures reads. A packed body that does not
  * unpack is an error, never bytes served as JSON (schema version 8,
  * trace_body.h). */
 static void test_bodies(const char *file)
 {
-    enum { N = 4 };
+    enum { N = 6 };
     apr_pool_t *cp;
     sqlite3 *sq;
     tllm_db *db = open_db(file, &cp, &sq);
@@ -707,7 +707,9 @@ static void test_bodies(const char *file)
         { "long1", "prod", "m", "success", 10, 1, 0, 0, 1, 0 },
         { "long2", "prod", "m", "success", 20, 2, 0, 0, 1, 5 },
         { "short", "prod", "m", "success", 30, 3, 0, 0, 1, 9 },
-        { "failed", "prod", "m", "failed", 40, 4, 0, 0, 1, 12 }
+        { "failed", "prod", "m", "failed", 40, 4, 0, 0, 1, 12 },
+        { "slow", "prod", "m", "success", 50, 5, 0, 1, 1, 15 },
+        { "retried", "prod", "m", "success", 60, 6, 1, 0, 1, 18 }
     };
     tllm_trace *batch[N];
     int results[N], i;
@@ -731,7 +733,7 @@ static void test_bodies(const char *file)
     CHECK(tllm_store_traces_put(db, batch, N, results, &last) == TLLM_OK);
     CHECK_STR(raw(sq, "SELECT group_concat(typeof(body)) FROM"
                       " (SELECT body FROM traces ORDER BY seq)"),
-              "blob,blob,text,text");
+              "blob,blob,text,text,text,text");
     CHECK(atoi(raw(sq, "SELECT length(body) FROM traces"
                        " WHERE trace_id = 'long2'"))
           < (int)batch[1]->json_len / 3);
@@ -741,9 +743,11 @@ static void test_bodies(const char *file)
     CHECK(one.len == batch[0]->json_len);
     CHECK(tllm_store_trace_get(db, tp, "short", &one) == TLLM_OK);
     CHECK_STR(one.s, batch[2]->json);
-    newest_first = apr_pstrcat(tp, batch[3]->json, "\n", batch[2]->json,
-                               "\n", batch[1]->json, "\n", batch[0]->json,
-                               NULL);
+    newest_first = batch[N - 1]->json;
+    for (i = N - 2; i >= 0; i--) {
+        newest_first = apr_pstrcat(tp, newest_first, "\n", batch[i]->json,
+                                   NULL);
+    }
     memset(&f, 0, sizeof(f));
     CHECK(tllm_store_traces_list(db, tp, &f, 10, &total, &items)
           == TLLM_OK);
