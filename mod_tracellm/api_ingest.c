@@ -13,6 +13,7 @@
 #include "request.h"
 #include "jsonutil.h"
 #include "keys.h"
+#include "key_cache.h"
 #include "trace.h"
 #include "group_commit.h"
 
@@ -36,8 +37,10 @@ static const char *presented_key(request_rec *r)
     return auth && *auth ? auth : NULL;
 }
 
-/* The key's row, or NULL with the 401 (or 5xx) already sent. Looked up on
- * every request, so a revocation holds on the next one in every child. */
+/* The key's row, or NULL with the 401 (or 5xx) already sent. From the
+ * child's key cache while no revocation has happened since it was read
+ * (key_cache.h), so a revocation holds on the next request in every
+ * child. */
 static tllm_key *authenticate(tllm_req *q, tllm_db *db)
 {
     const char *text = presented_key(q->r);
@@ -54,7 +57,7 @@ static tllm_key *authenticate(tllm_req *q, tllm_db *db)
         return NULL;
     }
     tllm_key_hash(text, hash);
-    rc = tllm_store_key_find(db, q->r->pool, hash, &key);
+    rc = tllm_key_cache_find(db, q->r->pool, hash, q->now_us, &key);
     if (rc == TLLM_NOTFOUND) {
         tllm_send_detail(q->r, HTTP_UNAUTHORIZED, "Invalid API key");
         return NULL;
@@ -271,14 +274,20 @@ int tllm_api_ingest(tllm_req *q)
                                        "the body must be a trace object or "
                                        "a list of traces");
     }
-    /* last_used_at is refreshed at most once a minute; the row just read
-     * tells whether it is due, so most ingests write nothing more. */
-    if (last_seq > 0 && tllm_store_key_touch_due(key, q->now_us)
-        && tllm_store_key_touch(db, key->key_id, q->now_us) != TLLM_OK) {
-        /* The traces are stored; a missed last_used_at is only logged. */
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, q->r,
-                      "TLLM0401: could not record the key's use: %s",
-                      tllm_db_errmsg(db));
+    /* last_used_at is refreshed at most once a minute; the key as read
+     * (or cached, with this child's own touches) tells whether it is due,
+     * so most ingests write nothing more. */
+    if (last_seq > 0 && tllm_store_key_touch_due(key, q->now_us)) {
+        if (tllm_store_key_touch(db, key->key_id, q->now_us) == TLLM_OK) {
+            tllm_key_cache_touched(key->hash, q->now_us);
+        }
+        else {
+            /* The traces are stored; a missed last_used_at is only
+             * logged. */
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, q->r,
+                          "TLLM0401: could not record the key's use: %s",
+                          tllm_db_errmsg(db));
+        }
     }
     return rc;
 }

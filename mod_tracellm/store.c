@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <apr_atomic.h>
 #include <apr_strings.h>
+#include "key_cache.h"
 #include "rollup_sql.h"
 #include "store_int.h"
 #include "trace_body.h"
@@ -1368,6 +1369,11 @@ int tllm_store_key_revoke(tllm_db *db, const char *key_id)
     rv = run(db, st, "revoke key");
     if (rv == TLLM_OK && sqlite3_changes(db->sq) == 0) {
         rv = TLLM_NOTFOUND;
+    }
+    /* Committed (autocommit): from here on no process may authenticate
+     * with a copy of the key read before. */
+    if (rv == TLLM_OK) {
+        tllm_key_cache_invalidate(db);
     }
     return rv;
 }

@@ -143,7 +143,9 @@ int tllm_store_key_create(tllm_db *db, const tllm_key *key);
 int tllm_store_keys(tllm_db *db, apr_pool_t *p, const char *project_id,
                     apr_array_header_t **out);
 
-/** Mark a key revoked (again is fine). TLLM_NOTFOUND if no such key_id. */
+/** Mark a key revoked (again is fine), committed at once, and move the
+ *  database's key generation so that no process's cached copy of it is
+ *  used again (key_cache.h). TLLM_NOTFOUND if no such key_id. */
 int tllm_store_key_revoke(tllm_db *db, const char *key_id);
 
 /** The key with this SHA-256, revoked or not. TLLM_NOTFOUND if none. */

@@ -6,10 +6,14 @@
  */
 #include <stdarg.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <apr_general.h>
 #include <apr_strings.h>
+#include "key_cache.h"
 #include "store.h"
 #include "store_int.h"
 #include "trace_body.h"
@@ -50,6 +54,7 @@ static void remove_db(const char *file)
     unlink(file);
     unlink(apr_pstrcat(tp, file, "-wal", NULL));
     unlink(apr_pstrcat(tp, file, "-shm", NULL));
+    unlink(apr_pstrcat(tp, file, "-keygen", NULL));
 }
 
 /* A one-value query straight on the handle, as text (test scratch). */
@@ -303,6 +308,107 @@ static void test_projects(tllm_db *db)
     CHECK(found->revoked == 1);
     tllm_store_key_find(db, tp, k2.hash, &found);
     CHECK(found->revoked == 0);
+}
+
+/* ---- the key cache (key_cache.c) -------------------------------------- */
+
+/* The key generation beside file, as the file holds it; -1 if none. */
+static int64_t key_generation(const char *file)
+{
+    uint64_t v;
+    int fd = open(apr_pstrcat(tp, file, "-keygen", NULL), O_RDONLY);
+    int ok = fd >= 0 && pread(fd, &v, 8, 0) == 8;
+
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok ? (int64_t)v : -1;
+}
+
+/* Revoke key_id from a process of its own, on a connection of its own,
+ * as another httpd child would. */
+static void revoke_elsewhere(const char *file, const char *key_id)
+{
+    pid_t pid = fork();
+    int status = -1;
+
+    if (pid == 0) {
+        apr_pool_t *cp;
+        sqlite3 *sq;
+        tllm_db *db = open_db(file, &cp, &sq);
+
+        _exit(db && tllm_store_key_revoke(db, key_id) == TLLM_OK ? 0 : 1);
+    }
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static void test_key_cache(const char *file)
+{
+    apr_pool_t *cp, *cp2;
+    sqlite3 *sq, *sq2;
+    tllm_db *db = open_db(file, &cp, &sq), *db2;
+    tllm_project pc = { "cache", "Cache", "", 100 };
+    tllm_key kc = mkkey("key_c", "cache", "prod", 100, 42);
+    tllm_key kd = mkkey("key_d", "cache", "prod", 100, 43);
+    tllm_key *found = NULL;
+    unsigned char unknown[32];
+    int64_t t = 1000 * S, before;
+
+    memset(unknown, 42, sizeof(unknown));
+    unknown[31] = 0;         /* kc's slot, not kc */
+    CHECK(db && tllm_store_migrate(db) == TLLM_OK);
+    db2 = open_db(file, &cp2, &sq2);
+    CHECK(tllm_store_project_create(db, &pc, &kc) == TLLM_OK);
+    CHECK(tllm_store_key_create(db, &kd) == TLLM_OK);
+    CHECK(tllm_key_cache_find(db, tp, unknown, t, &found) == TLLM_NOTFOUND);
+
+    /* A miss reads the database, and the next lookup is served from what
+     * it read: a change made behind the cache's back (no revocation) is
+     * not seen until the entry's time is up. */
+    CHECK(tllm_key_cache_find(db, tp, kc.hash, t, &found) == TLLM_OK);
+    CHECK_STR(found->key_id, "key_c");
+    CHECK_STR(found->environment, "prod");
+    CHECK(key_generation(file) >= 0);
+    raw(sq2, "UPDATE api_keys SET environment = 'moved'"
+             " WHERE key_id = 'key_c'");
+    CHECK(tllm_store_key_find(db, tp, kc.hash, &found) == TLLM_OK);
+    CHECK_STR(found->environment, "moved");
+    CHECK(tllm_key_cache_find(db2, tp, kc.hash, t + 1, &found) == TLLM_OK);
+    CHECK_STR(found->environment, "prod");
+    CHECK_STR(found->project_id, "cache");
+    CHECK_STR(found->hint, "h42");
+    CHECK(memcmp(found->hash, kc.hash, 32) == 0);
+    t += TLLM_KEY_CACHE_TTL_US;
+    CHECK(tllm_key_cache_find(db, tp, kc.hash, t, &found) == TLLM_OK);
+    CHECK_STR(found->environment, "moved");
+
+    /* A touch is remembered with the entry. */
+    CHECK(found->last_used_at == -1);
+    tllm_key_cache_touched(kc.hash, t);
+    CHECK(tllm_key_cache_find(db, tp, kc.hash, t + 1, &found) == TLLM_OK);
+    CHECK(found->last_used_at == t);
+
+    /* A revocation on another connection of this process, then in
+     * another process: the next lookup sees each, both keys cached. */
+    CHECK(tllm_key_cache_find(db, tp, kd.hash, t, &found) == TLLM_OK);
+    before = key_generation(file);
+    CHECK(tllm_store_key_revoke(db2, "key_c") == TLLM_OK);
+    CHECK(key_generation(file) == before + 1);
+    CHECK(tllm_key_cache_find(db, tp, kc.hash, t + 2, &found) == TLLM_OK);
+    CHECK(found->revoked == 1);
+    CHECK(tllm_key_cache_find(db, tp, kd.hash, t + 2, &found) == TLLM_OK);
+    CHECK(found->revoked == 0);
+    revoke_elsewhere(file, "key_d");
+    CHECK(key_generation(file) == before + 2);
+    CHECK(tllm_key_cache_find(db, tp, kd.hash, t + 3, &found) == TLLM_OK);
+    CHECK(found->revoked == 1);
+    CHECK(tllm_store_key_revoke(db, "nope") == TLLM_NOTFOUND);
+    CHECK(key_generation(file) == before + 2);
+
+    apr_pool_destroy(cp2);
+    apr_pool_destroy(cp);
+    remove_db(file);
 }
 
 /* ---- the trace data set ----------------------------------------------- */
@@ -1370,6 +1476,7 @@ int main(void)
     test_list_many_kinds(apr_pstrcat(tp, path, "/kinds.db", NULL));
     test_list_tokens_wide(apr_pstrcat(tp, path, "/tokens.db", NULL));
     test_bodies(apr_pstrcat(tp, path, "/bodies.db", NULL));
+    test_key_cache(apr_pstrcat(tp, path, "/keys.db", NULL));
 
     apr_pool_destroy(cp2);
     CHECK(close_rc == SQLITE_OK);
