@@ -126,6 +126,7 @@ static int ingest_one(tllm_req *q, tllm_db *db, const tllm_ingest_ctx *ctx,
     default:
         return tllm_send_invalid(q->r, errors);
     }
+    tllm_store_pack_bodies(q->r->pool, &trace, 1);  /* before the lock */
     if (tllm_group_commit_put(q->r, db, &trace, 1, &result, last_seq)
         != TLLM_OK) {
         return tllm_send_store_error(q, db, "storing a trace");
@@ -189,6 +190,7 @@ static int ingest_batch(tllm_req *q, tllm_db *db, const tllm_ingest_ctx *ctx,
         }
         json_object_put(errors);
     }
+    tllm_store_pack_bodies(p, valid, nvalid);  /* before the lock */
     if (nvalid && tllm_group_commit_put(q->r, db, valid, nvalid, results,
                                         last_seq) != TLLM_OK) {
         return tllm_send_store_error(q, db, "storing a batch of traces");

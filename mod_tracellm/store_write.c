@@ -90,17 +90,44 @@ static int flagged(const tllm_trace *t)
            || t->slow_request || t->retry_count > 0;
 }
 
-/* Bind the trace's JSON as parameter 11: packed (a BLOB) if that is
- * smaller, else as text (trace_body.h). Flagged traces stay text:
- * /failures sends 75 of their bodies a request, and unpacking 75 takes
- * about 50 us (0.65 us a body, measured alone), a fifth of its 250 us at
- * c1; they are a fifth of the traces, and keeping them as text made the
- * database 1.15 x the JSON against 1.03 (BENCHMARKS.md). The packed bytes
- * live in the connection's buffer until the next trace's. */
-static void bind_body(tllm_db *db, sqlite3_stmt *st, const tllm_trace *t,
-                      size_t len)
+/* The length of t's JSON (0 if it has none). */
+static size_t body_len(const tllm_trace *t)
 {
-    size_t need = flagged(t) ? 0 : tllm_body_pack_bound(len), packed = 0;
+    return t->json ? (t->json_len ? t->json_len : strlen(t->json)) : 0;
+}
+
+/* The bytes tllm_body_pack needs for t's body, 0 if it stays text.
+ * Flagged traces stay text: /failures sends 75 of their bodies a
+ * request, and unpacking 75 takes about 50 us (0.65 us a body, measured
+ * alone), a fifth of its 250 us at c1; they are a fifth of the traces,
+ * and keeping them as text made the database 1.15 x the JSON against
+ * 1.03 (BENCHMARKS.md). */
+static size_t pack_bound(const tllm_trace *t)
+{
+    return t->json && !flagged(t) ? tllm_body_pack_bound(body_len(t)) : 0;
+}
+
+void tllm_store_pack_bodies(apr_pool_t *p, tllm_trace *const *traces, int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        tllm_trace *t = traces[i];
+        size_t need = pack_bound(t);
+        void *buf = need ? apr_palloc(p, need) : NULL;
+
+        t->packed_len = buf ? tllm_body_pack(t->json, body_len(t), buf) : 0;
+        t->packed = t->packed_len ? buf : NULL;
+        t->body_packed = t->packed_len ? 1 : -1;
+    }
+}
+
+/* Pack t's body into the connection's buffer, which lives until the
+ * next trace's; its packed length, 0 if it stays text. For a trace
+ * tllm_store_pack_bodies has not seen. */
+static size_t pack_now(tllm_db *db, const tllm_trace *t)
+{
+    size_t need = pack_bound(t);
 
     if (need > db->pack_cap) {
         /* Doubling keeps what the pool holds within twice the largest
@@ -113,14 +140,25 @@ static void bind_body(tllm_db *db, sqlite3_stmt *st, const tllm_trace *t,
         db->pack_buf = apr_palloc(db->pool, cap);
         db->pack_cap = cap;
     }
-    if (need) {
-        packed = tllm_body_pack(t->json, len, db->pack_buf);
+    return need ? tllm_body_pack(t->json, body_len(t), db->pack_buf) : 0;
+}
+
+/* Bind the trace's JSON as parameter 11: packed (a BLOB) if that is
+ * smaller, else as text (trace_body.h). */
+static void bind_body(tllm_db *db, sqlite3_stmt *st, const tllm_trace *t)
+{
+    const void *packed = t->packed;
+    size_t packed_len = t->packed_len;
+
+    if (!t->body_packed) {
+        packed_len = pack_now(db, t);
+        packed = db->pack_buf;
     }
-    if (packed) {
-        sqlite3_bind_blob64(st, 11, db->pack_buf, packed, SQLITE_STATIC);
+    if (t->body_packed >= 0 && packed_len) {
+        sqlite3_bind_blob64(st, 11, packed, packed_len, SQLITE_STATIC);
     }
     else {
-        sqlite3_bind_text64(st, 11, t->json, len, SQLITE_STATIC,
+        sqlite3_bind_text64(st, 11, t->json, body_len(t), SQLITE_STATIC,
                             SQLITE_UTF8);
     }
 }
@@ -128,7 +166,6 @@ static void bind_body(tllm_db *db, sqlite3_stmt *st, const tllm_trace *t,
 static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
 {
     sqlite3_stmt *st = tllm__stmt(db, ST_TRACE_INSERT);
-    size_t len = t->json ? (t->json_len ? t->json_len : strlen(t->json)) : 0;
 
     if (!st) {
         return TLLM_ERROR;
@@ -144,7 +181,7 @@ static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
     sqlite3_bind_int(st, 9, t->slow_request ? 1 : 0);
     sqlite3_bind_int64(st, 10, t->created_at);
     if (t->json) {
-        bind_body(db, st, t, len);
+        bind_body(db, st, t);
     }
     sqlite3_bind_int64(st, 12, tllm__latency_bucket(t->latency));
     if (run_stmt(db, st, "insert trace") != TLLM_OK) {

@@ -41,6 +41,13 @@ typedef struct {
     int64_t updated_at;          /* us, UTC */
     const char *json;            /* the TraceSchema object, NUL-terminated */
     size_t json_len;
+    /* The body as the store keeps it, when decided before the write lock
+     * is taken (store.h, tllm_store_pack_bodies): 1, packed_len bytes at
+     * packed; -1, the JSON as text; 0, not decided (the store packs it
+     * as it writes). */
+    int body_packed;
+    const void *packed;
+    size_t packed_len;
 } tllm_trace;
 
 /** Outcome of tllm_trace_normalize; the values are the HTTP statuses. */

@@ -742,9 +742,11 @@ def test_long_trace_is_stored_packed_and_read_back_whole(server, api,
                                                           project):
     """A long trace's body is stored LZ4-packed (schema 8, trace_body.h):
     a BLOB in the database file, under half its JSON here. A failed one
-    stays text, as /failures reads those. GET /traces/{id}, a listing and
-    /failures give back exactly the bytes ingest answered with. Fails if
-    bodies are stored as they are, or come back packed or cut short."""
+    stays text, as /failures reads those. The same for a batch (whose
+    bodies are packed before the write lock, api_ingest.c). GET
+    /traces/{id}, a listing and /failures give back exactly the bytes
+    ingest answered with. Fails if bodies are stored as they are, or come
+    back packed or cut short."""
     pid, key = project
     prompt = " ".join("summarize report %d for the customer" % (i % 9)
                       for i in range(200))
@@ -754,21 +756,37 @@ def test_long_trace_is_stored_packed_and_read_back_whole(server, api,
     assert ok.status_code == 201 == failed.status_code, failed.text
     for r in (ok, failed):
         assert api.get("/traces/" + r.json()["trace_id"]).content == r.content
-    assert api.traces(project_id=pid)["items"] == [failed.json(), ok.json()]
+    ok, failed = ok.json(), failed.json()
+    batch = api.ingest(key, [{"prompt": prompt + " again", "latency": 11},
+                             {"prompt": prompt + " again", "status": "failed",
+                              "failure_reason": "upstream_timeout"}])
+    assert batch.status_code == 200 and batch.json()["accepted"] == 2, \
+        batch.text
+    items = api.traces(project_id=pid)["items"]
+    assert items[2:] == [failed, ok]
+    batch_ok, = [t for t in items[:2] if t["status"] == "success"]
+    batch_failed, = [t for t in items[:2] if t["status"] == "failed"]
+    bodies = {}
+    for t in (ok, failed, batch_ok, batch_failed):
+        r = api.get("/traces/" + t["trace_id"])
+        assert r.json() == t
+        bodies[t["trace_id"]] = r.content
     assert api.get("/failures", params={"project_id": pid}).json()[
-        "failed_traces"] == [failed.json()]
+        "failed_traces"] in ([batch_failed, failed], [failed, batch_failed])
     db = os.path.join(server.data_dir, "tracellm.db")
     con = sqlite3.connect("file:%s?mode=ro" % quote(db), uri=True)
     try:
-        stored = [con.execute("SELECT typeof(body), length(body) FROM traces"
-                              " WHERE trace_id = ?",
-                              (r.json()["trace_id"],)).fetchone()
-                  for r in (ok, failed)]
+        stored = {t: con.execute("SELECT typeof(body), length(body) FROM "
+                                 "traces WHERE trace_id = ?", (t,)).fetchone()
+                  for t in bodies}
     finally:
         con.close()
-    assert stored[0][0] == "blob"
-    assert stored[0][1] < len(ok.content) / 2, (stored, len(ok.content))
-    assert stored[1] == ("text", len(failed.content))
+    for t in (ok, batch_ok):
+        kind, length = stored[t["trace_id"]]
+        assert kind == "blob"
+        assert length < len(bodies[t["trace_id"]]) / 2, (stored, bodies)
+    for t in (failed, batch_failed):
+        assert stored[t["trace_id"]] == ("text", len(bodies[t["trace_id"]]))
 
 
 def test_numbers_round_trip(api, project):
