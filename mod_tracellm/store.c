@@ -26,17 +26,23 @@
 /* The page size of new databases (see schema_v2 and schema_v8). */
 #define TLLM_PAGE_SIZE "8192"
 
-/* When a commit leaves the WAL longer than an eighth of the database, the
- * committing connection copies it back (a passive checkpoint), within
- * these bounds: SQLite's default of 1,000 pages, and 256 MiB (16,384
- * pages of 16 KiB, 32,768 of 8 KiB). With the default alone, the copying
+/* When a commit leaves the WAL longer than a quarter of the database,
+ * the committing connection copies it back (a passive checkpoint), within
+ * these bounds: 4,000 pages (32 MiB of 8 KiB), and 256 MiB (32,768 pages
+ * of 8 KiB). With SQLite's default of 1,000 pages alone, the copying
  * was a fifth of ingest's time under the write lock (perf): the rollup
  * pages and the time-ordered indexes' last leaves, written by every
  * commit, were copied once per checkpoint. Longer intervals copy each
  * once for more traces: 200,000 traces went in at 7,600/s with 1,000,
  * 8,600-8,900 with 4,000, 9,400-9,800 with 8,000 and 10,100-10,300 with
- * 16,000 (16 KiB pages). An eighth keeps a small database's WAL small;
- * the WAL file keeps its largest size on disk.
+ * 16,000 (16 KiB pages). The WAL file keeps its largest size on disk.
+ *
+ * An eighth and 1,000 pages, until session 22: then each start-over at
+ * the bound (below) held the write lock for 50 ms on average, and
+ * together for a fifth of batch ingest's time (TLLM0025's "after N ms",
+ * summed). A quarter and 4,000 pages start over half as often: 600,000
+ * traces went in at 9,634 and 8,532/s against 8,364 and 8,221, and
+ * 200,000 at 10,900-11,600 against 9,800-10,300 (BENCHMARKS.md).
  *
  * A long WAL alone made one checkpoint under the write lock copy up to
  * 256 MiB while every writer waited: single POSTs had a p99 of 114 ms at
@@ -48,12 +54,12 @@
  * checkpoint beside busy writers never reaches (checkpoints outside the
  * lock alone: 6,000 traces/s with a WAL that grew without end). On a
  * 4 GB database this took batches from 4,500 to 6,400-6,800 traces/s and
- * the single POSTs' p99 from 127 to 13-23 ms. Not below 8,000 pages of
- * database (125 MiB of 16 KiB pages), where the bound is SQLite's default
- * and a checkpoint short anyway. */
-#define TLLM_CHECKPOINT_MIN_PAGES 1000
+ * the single POSTs' p99 from 127 to 13-23 ms. Not below 16,000 pages of
+ * database (125 MiB of 8 KiB pages), where the bound is its least and a
+ * checkpoint short anyway. */
+#define TLLM_CHECKPOINT_MIN_PAGES 4000
 #define TLLM_CHECKPOINT_MAX_BYTES (256 * 1024 * 1024)
-#define TLLM_CHECKPOINT_DB_FRACTION 8
+#define TLLM_CHECKPOINT_DB_FRACTION 4
 #define TLLM_CHECKPOINT_EARLY_STEPS 32
 
 /* The longest the checkpoint at the bound waits for readers to finish

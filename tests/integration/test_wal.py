@@ -20,12 +20,12 @@ pytestmark = pytest.mark.skipif(not os.path.isfile(module_path()),
                                 reason="module not built")
 
 # store.c: TLLM_CHECKPOINT_MIN_PAGES, the bound of a small database's WAL;
-# the bound is an eighth of the database (TLLM_CHECKPOINT_DB_FRACTION) in
+# the bound is a quarter of the database (TLLM_CHECKPOINT_DB_FRACTION) in
 # pages, of 8 KiB in a new database (TLLM_PAGE_SIZE), so it grows from
-# 62.5 MiB of database on.
-MIN_PAGES = 1000
+# 125 MiB of database on.
+MIN_PAGES = 4000
 PAGE_BYTES = 8192
-LARGE_DB_BYTES = MIN_PAGES * 8 * PAGE_BYTES
+LARGE_DB_BYTES = MIN_PAGES * 4 * PAGE_BYTES
 WAL_HEADER, FRAME_HEADER = 32, 24
 
 
@@ -57,7 +57,7 @@ def post_batch(api, key, tag, prompt_bytes):
 
 
 def test_wal_is_checkpointed_once_it_holds_its_bound():
-    """Nothing reaches the database file until about 1,000 pages are in
+    """Nothing reaches the database file until about 4,000 pages are in
     the WAL; then a checkpoint copies them back, and every trace is still
     there. Fails if the hook never checkpoints (the file would not grow)
     or checkpoints long before the bound."""
@@ -70,7 +70,7 @@ def test_wal_is_checkpointed_once_it_holds_its_bound():
         start = db.stat().st_size
         sent = 0
         wal_bytes = 0
-        for batch in range(200):
+        for batch in range(800):
             post_batch(api, key, "p%d" % batch, 1500)
             sent += 100
             if db.stat().st_size > start:
@@ -87,7 +87,7 @@ def test_wal_is_checkpointed_once_it_holds_its_bound():
 
 
 def test_large_database_copies_the_wal_back_outside_the_write_lock():
-    """Above 62.5 MiB of database, the WAL's bound grows with it, and from
+    """Above 125 MiB of database, the WAL's bound grows with it, and from
     half the bound on a writer copies the WAL back after it has let go of
     the write lock (TLLM0020), so the checkpoint under the lock has little
     left. Fails if that never happens, or happens for a small database."""
@@ -109,7 +109,7 @@ def test_large_database_copies_the_wal_back_outside_the_write_lock():
         else:
             pytest.fail("no early checkpoint after %d traces (%d bytes)"
                         % (sent, db.stat().st_size))
-        # Before this batch the database was past 62.5 MiB: the early copy
+        # Before this batch the database was past 125 MiB: the early copy
         # is for large databases only.
         assert not small
         copied = [(int(c), int(w)) for c, w in re.findall(
@@ -177,7 +177,7 @@ def test_wal_starts_over_beside_readers_that_never_pause():
         start = db.stat().st_size
         sent = 0
         with SteadyReaders(db) as readers:
-            for batch in range(1000):
+            for batch in range(2500):
                 post_batch(api, key, "r%d" % batch, 1500)
                 sent += 100
                 if db.stat().st_size - start > 3 * MIN_PAGES * frame:
@@ -215,7 +215,7 @@ def test_requests_are_held_back_while_the_wal_starts_over():
                 == 200
 
     def post_until(api, key, pattern):
-        for batch in range(300):
+        for batch in range(900):
             post_batch(api, key, "d%d" % batch, 1500)
             found = re.findall(pattern, srv.error_log_text())
             if found:
