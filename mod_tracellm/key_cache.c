@@ -25,10 +25,10 @@
 
 /* One database's counter; counter NULL when the file could not be had,
  * remembered so that a failure is not retried on every request. */
-typedef struct generation {
+typedef struct tllm_keygen {
     char *db_path;
     _Atomic uint64_t *counter;
-    struct generation *next;
+    struct tllm_keygen *next;
 } generation;
 
 typedef struct {
@@ -71,12 +71,18 @@ static _Atomic uint64_t *map_counter(const char *db_path)
 }
 
 /* db's generation, mapped on its first use in this process; NULL when
- * the database is not a file or its counter cannot be had. */
+ * the database is not a file or its counter cannot be had. Found once
+ * per connection, which keeps it (not a search on every request). */
 static const generation *generation_of(tllm_db *db)
 {
-    const char *db_path = sqlite3_db_filename(db->sq, "main");
+    const char *db_path;
     generation *g;
 
+    if (db->keygen_sought) {
+        return db->keygen;
+    }
+    db->keygen_sought = 1;
+    db_path = sqlite3_db_filename(db->sq, "main");
     if (!db_path || !*db_path) {
         return NULL;
     }
@@ -95,7 +101,8 @@ static const generation *generation_of(tllm_db *db)
         }
     }
     pthread_mutex_unlock(&lock);
-    return g && g->counter ? g : NULL;
+    db->keygen = g && g->counter ? g : NULL;
+    return db->keygen;
 }
 
 static tllm_key *copy_out(apr_pool_t *p, const tllm_key *from)

@@ -41,6 +41,8 @@ struct tllm_db {
     int checkpoint_early;          /* the hook asks for one after commit */
     tllm_wal_restart restart;      /* the hook's last try to restart the
                                     * WAL; pages 0 = none since reported */
+    const struct tllm_keygen *keygen; /* its key generation, once */
+    int keygen_sought;             /* sought (key_cache.c; NULL: none) */
     int registered;                /* in the child's list (store_idle.c) */
     int users;                     /* requests using it (store_idle.c) */
     struct tllm_db *prev, *next;   /* that list */
