@@ -28,6 +28,7 @@
 #include "write_lock.h"
 #include "group_commit.h"
 #include "aggregate_gate.h"
+#include "wal_buffer.h"
 
 APLOG_USE_MODULE(tracellm);
 
@@ -477,6 +478,12 @@ static int tllm_handler(request_rec *r)
 /* Before any child exists: get each configured database's schema current
  * and start the event process. Skipped on the dry run of the first
  * configuration pass. */
+static apr_status_t wal_buffer_unregister(void *unused)
+{
+    tllm_wal_buffer_unregister();
+    return APR_SUCCESS;
+}
+
 static int tllm_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                             apr_pool_t *ptemp, server_rec *s)
 {
@@ -501,6 +508,16 @@ static int tllm_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
                      "TLLM0009: cannot create the tracellm-write mutex");
         return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (tllm_wal_buffer_register() == SQLITE_OK) {
+        /* Before this module's code is unloaded (a restart). */
+        apr_pool_cleanup_register(pconf, NULL, wal_buffer_unregister,
+                                  apr_pool_cleanup_null);
+    }
+    else {
+        /* Not fatal: SQLite then writes each WAL frame in two calls. */
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "TLLM0028: cannot "
+                     "register the VFS that buffers WAL writes");
     }
     rv = tllm_wal_drain_create(pconf);
     if (rv != APR_SUCCESS) {

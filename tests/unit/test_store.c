@@ -18,6 +18,7 @@
 #include "store_int.h"
 #include "trace_body.h"
 #include "unit.h"
+#include "wal_buffer.h"
 
 #define H INT64_C(3600000000)
 #define S INT64_C(1000000)
@@ -1371,6 +1372,8 @@ int main(void)
     sqlite3 *sq, *sq2;
 
     apr_initialize();
+    /* The store runs over the VFS the module gives httpd's processes. */
+    tllm_wal_buffer_register();
     apr_pool_create(&tp, NULL);
     if (!mkdtemp(path)) {
         perror("mkdtemp");
