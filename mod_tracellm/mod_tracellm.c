@@ -475,15 +475,15 @@ static int tllm_handler(request_rec *r)
 
 /* ---- hooks ------------------------------------------------------------- */
 
-/* Before any child exists: get each configured database's schema current
- * and start the event process. Skipped on the dry run of the first
- * configuration pass. */
 static apr_status_t wal_buffer_unregister(void *unused)
 {
     tllm_wal_buffer_unregister();
     return APR_SUCCESS;
 }
 
+/* Before any child exists: get each configured database's schema current
+ * and start the event process. Skipped on the dry run of the first
+ * configuration pass. */
 static int tllm_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                             apr_pool_t *ptemp, server_rec *s)
 {
