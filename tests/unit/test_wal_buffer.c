@@ -229,8 +229,8 @@ int main(void)
 
     sqlite3_close(writer);
     sqlite3_close(other);
-    /* Opened again, SQLite rebuilds the WAL's index from the file: every
-     * committed frame is there, in an unbroken checksum chain. */
+    /* The last to close copied the WAL into the database, reading every
+     * committed frame from the file; opened again, every row is there. */
     other = open_with("unix");
     CHECK(one(other, "SELECT count(*) FROM t") == 40 * 50 + 400 + 3);
     CHECK(one(other, "SELECT sum(v = zeroblob(3000)) FROM s") == 300);
