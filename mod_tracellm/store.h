@@ -179,7 +179,7 @@ int tllm_store_traces_put(tllm_db *db, tllm_trace *const *traces, int n,
                           int *results, int64_t *last_seq);
 
 /** Pack the bodies of traces the store keeps compressed (trace_body.h),
- *  into p, and mark every one decided (tllm_trace's body_packed). Done
+ *  into p, and mark every one decided (tllm_trace's body_decided). Done
  *  before the write lock is taken, by each request for its own traces, so
  *  that the serialized section only copies the bytes: compressing them
  *  there was 3 % of the children's CPU in batch ingest, about 6 % of the

@@ -118,7 +118,7 @@ void tllm_store_pack_bodies(apr_pool_t *p, tllm_trace *const *traces, int n)
 
         t->packed_len = buf ? tllm_body_pack(t->json, body_len(t), buf) : 0;
         t->packed = t->packed_len ? buf : NULL;
-        t->body_packed = t->packed_len ? 1 : -1;
+        t->body_decided = 1;
     }
 }
 
@@ -150,11 +150,11 @@ static void bind_body(tllm_db *db, sqlite3_stmt *st, const tllm_trace *t)
     const void *packed = t->packed;
     size_t packed_len = t->packed_len;
 
-    if (!t->body_packed) {
+    if (!t->body_decided) {
         packed_len = pack_now(db, t);
-        packed = db->pack_buf;
+        packed = packed_len ? db->pack_buf : NULL;
     }
-    if (t->body_packed >= 0 && packed_len) {
+    if (packed) {
         sqlite3_bind_blob64(st, 11, packed, packed_len, SQLITE_STATIC);
     }
     else {

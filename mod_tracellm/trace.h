@@ -42,10 +42,10 @@ typedef struct {
     const char *json;            /* the TraceSchema object, NUL-terminated */
     size_t json_len;
     /* The body as the store keeps it, when decided before the write lock
-     * is taken (store.h, tllm_store_pack_bodies): 1, packed_len bytes at
-     * packed; -1, the JSON as text; 0, not decided (the store packs it
-     * as it writes). */
-    int body_packed;
+     * is taken (store.h, tllm_store_pack_bodies): packed_len bytes at
+     * packed, or the JSON as text when packed is NULL. Not decided, the
+     * store packs it as it writes. */
+    int body_decided;
     const void *packed;
     size_t packed_len;
 } tllm_trace;

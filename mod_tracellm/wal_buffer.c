@@ -112,6 +112,13 @@ static int write_out_held(void)
     return f && !f->failed ? write_out(f) : SQLITE_OK;
 }
 
+/* Before any use of a WAL file but an append: its failure, if a
+ * write-out failed, else whatever it holds back written out. */
+static int settle(buffered_file *f)
+{
+    return f->failed ? f->failed : write_out(f);
+}
+
 /* ---- the file methods ------------------------------------------------ */
 
 static int file_close(sqlite3_file *file)
@@ -132,13 +139,8 @@ static int file_read(sqlite3_file *file, void *data, int amount,
     buffered_file *f = (buffered_file *)file;
     int rc;
 
-    if (f->is_wal) {
-        if (f->failed) {
-            return f->failed;
-        }
-        if ((rc = write_out(f)) != SQLITE_OK) {
-            return rc;
-        }
+    if (f->is_wal && (rc = settle(f)) != SQLITE_OK) {
+        return rc;
     }
     return f->real->pMethods->xRead(f->real, data, amount, offset);
 }
@@ -203,7 +205,7 @@ static int file_truncate(sqlite3_file *file, sqlite3_int64 size)
     buffered_file *f = (buffered_file *)file;
     int rc;
 
-    if (f->is_wal && (rc = write_out(f)) != SQLITE_OK) {
+    if (f->is_wal && (rc = settle(f)) != SQLITE_OK) {
         return rc;
     }
     return f->real->pMethods->xTruncate(f->real, size);
@@ -214,13 +216,8 @@ static int file_sync(sqlite3_file *file, int flags)
     buffered_file *f = (buffered_file *)file;
     int rc;
 
-    if (f->is_wal) {
-        if (f->failed) {
-            return f->failed;
-        }
-        if ((rc = write_out(f)) != SQLITE_OK) {
-            return rc;
-        }
+    if (f->is_wal && (rc = settle(f)) != SQLITE_OK) {
+        return rc;
     }
     return f->real->pMethods->xSync(f->real, flags);
 }
@@ -230,7 +227,7 @@ static int file_size(sqlite3_file *file, sqlite3_int64 *size)
     buffered_file *f = (buffered_file *)file;
     int rc;
 
-    if (f->is_wal && (rc = write_out(f)) != SQLITE_OK) {
+    if (f->is_wal && (rc = settle(f)) != SQLITE_OK) {
         return rc;
     }
     return f->real->pMethods->xFileSize(f->real, size);
