@@ -22,8 +22,9 @@
  *     that spilled frames and then rolled back has them written while it
  *     still holds the write lock, never after another writer's frames
  *     took their place.
- * Readers in other connections and processes (the event process uses
- * SQLite's own VFS) read the same file, byte for byte, as without it.
+ * The same bytes reach the same places of the file in the same order,
+ * in fewer calls, so readers in other connections and processes (the
+ * event process uses SQLite's own VFS) need nothing of it.
  *
  * One thread uses a connection from its first write of a transaction to
  * the release of its write lock (mod_dbd hands a connection to one request
