@@ -4,7 +4,6 @@
  * here (days from civil, Howard Hinnant's algorithm) so nothing depends on
  * the process's time zone.
  */
-#include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
 
@@ -51,10 +50,19 @@ static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
     *y = yoe + era * 400 + (*m <= 2);
 }
 
+/* v (0 to 99) as two digits at p; returns the place after them. */
+static char *two_digits(char *p, unsigned v)
+{
+    p[0] = (char)('0' + v / 10);
+    p[1] = (char)('0' + v % 10);
+    return p + 2;
+}
+
 char *tllm_time_format(int64_t us, char buf[TLLM_TIME_BUFSZ])
 {
     int64_t secs = us / US_PER_SEC, frac = us % US_PER_SEC, days, sod, y;
     int m, d;
+    char *p = buf;
 
     if (frac < 0) {             /* before 1970: floor, not truncate */
         frac += US_PER_SEC;
@@ -70,11 +78,26 @@ char *tllm_time_format(int64_t us, char buf[TLLM_TIME_BUFSZ])
     /* Years outside 0..9999 cannot come from tllm_time_parse; clamp so
      * the text always fits. */
     y = y < 0 ? 0 : y > 9999 ? 9999 : y;
-    snprintf(buf, TLLM_TIME_BUFSZ,
-             "%04u-%02u-%02uT%02u:%02u:%02u.%06u+00:00", (unsigned)y % 10000u,
-             (unsigned)m % 100u, (unsigned)d % 100u,
-             (unsigned)(sod / 3600) % 100u, (unsigned)(sod / 60 % 60) % 100u,
-             (unsigned)(sod % 60) % 100u, (unsigned)frac % 1000000u);
+    /* Digit by digit: snprintf was 2.6 % of GET /analytics' CPU, which
+     * prints 24 of these (perf), and ingest prints one for every trace
+     * and step. */
+    p = two_digits(p, (unsigned)y / 100);
+    p = two_digits(p, (unsigned)y % 100);
+    *p++ = '-';
+    p = two_digits(p, (unsigned)m);
+    *p++ = '-';
+    p = two_digits(p, (unsigned)d);
+    *p++ = 'T';
+    p = two_digits(p, (unsigned)(sod / 3600));
+    *p++ = ':';
+    p = two_digits(p, (unsigned)(sod / 60 % 60));
+    *p++ = ':';
+    p = two_digits(p, (unsigned)(sod % 60));
+    *p++ = '.';
+    p = two_digits(p, (unsigned)(frac / 10000));
+    p = two_digits(p, (unsigned)(frac / 100 % 100));
+    p = two_digits(p, (unsigned)(frac % 100));
+    memcpy(p, "+00:00", sizeof("+00:00"));
     return buf;
 }
 

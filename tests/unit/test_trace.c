@@ -3,7 +3,9 @@
  * JSON helpers and time parsing/printing, linked without httpd.
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <apr_general.h>
 #include <apr_strings.h>
 
@@ -628,6 +630,72 @@ static void test_round2_formatting(void)
             CHECK_STR(fast, slow);
         }
     }
+    /* At and beside the ties: k + 0.5 hundredths (stored a little above
+     * or below), the doubles up to 3 places either side of it, and the
+     * halves that are exact in binary (k / 8), where printf goes to
+     * even. */
+    for (i = 0; i < 300000; i++) {
+        double v;
+        int step;
+
+        x = x * 6364136223846793005UL + 1442695040888963407UL;
+        if (i % 3 == 0) {
+            v = (double)((x >> 20) % 80000000000ULL) / 8;
+        }
+        else {
+            v = ((double)((x >> 16) % (i % 3 == 1 ? 100000ULL
+                                                  : 1000000000000ULL))
+                 + 0.5) / 100;
+        }
+        for (step = (int)((x >> 8) % 7) - 3; step != 0;
+             step += step > 0 ? -1 : 1) {
+            v = nextafter(v, step > 0 ? INFINITY : 0);
+        }
+        if (x & 1) {
+            v = -v;
+        }
+        tllm_format_round2(v, fast);
+        tllm_format_double(tllm_round2(v), slow);
+        if (strcmp(fast, slow) != 0 && mismatches++ < 5) {
+            CHECK_STR(fast, slow);
+        }
+    }
+    CHECK(mismatches == 0);
+}
+
+/* The digit-by-digit timestamp must print what the C library's calendar
+ * and printf print, over the whole range from year 1 to 9999. */
+static void test_time_format_matches_libc(void)
+{
+    const int64_t min_secs = INT64_C(-62135596800);
+    const int64_t span = INT64_C(253402300799) - min_secs + 1;
+    char ours[TLLM_TIME_BUFSZ], libc[96];
+    unsigned long x = 777;
+    int mismatches = 0, i;
+
+    for (i = 0; i < 200000; i++) {
+        int64_t secs, us;
+        time_t t;
+        struct tm tm;
+
+        x = x * 6364136223846793005UL + 1442695040888963407UL;
+        secs = min_secs + (int64_t)((x >> 8) % (unsigned long)span);
+        if (i < 4) {        /* the ends of the range, and the epoch */
+            secs = i == 0 ? min_secs : i == 1 ? min_secs + span - 1
+                   : i == 2 ? 0 : -1;
+        }
+        us = secs * 1000000 + (int64_t)((x >> 40) % 1000000);
+        t = (time_t)secs;
+        gmtime_r(&t, &tm);
+        snprintf(libc, sizeof(libc),
+                 "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                 tm.tm_min, tm.tm_sec, (int)(us - secs * 1000000));
+        tllm_time_format(us, ours);
+        if (strcmp(ours, libc) != 0 && mismatches++ < 5) {
+            CHECK_STR(ours, libc);
+        }
+    }
     CHECK(mismatches == 0);
 }
 
@@ -647,6 +715,7 @@ int main(void)
     test_helpers();
     test_more_helpers();
     test_round2_formatting();
+    test_time_format_matches_libc();
     apr_pool_destroy(pool);
     apr_terminate();
     return unit_summary("test_trace");
