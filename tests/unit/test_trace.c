@@ -586,7 +586,7 @@ static void test_more_helpers(void)
     CHECK(tllm_utf8_length("", 0) == 0);
 }
 
-/* The one-printf rounding must print exactly what rounding and then
+/* The digit-by-digit rounding must print exactly what rounding and then
  * formatting print: ties, halves, every magnitude up to and past its
  * 1e13 limit, signs, zeros and non-finite values. */
 static void test_round2_formatting(void)
