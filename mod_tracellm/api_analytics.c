@@ -61,11 +61,12 @@ static void add_charts(tllm_sb *sb, const tllm_analytics *a)
 
     tllm_sb_str(sb, ",\"charts\":[");
     for (h = 0; a->total_traces && h < 24; h++) {
-        /* The label is the bucket's UTC hour: 3600 s per hour, 24 a day. */
+        /* The label is the bucket's UTC hour: 3600 s per hour, 24 a day
+         * (the last 24 hours: never before 1970). */
         int hour = (int)((a->hour_start[h] / APR_INT64_C(3600000000)) % 24);
-        char label[8];
+        char label[6] = { (char)('0' + hour / 10), (char)('0' + hour % 10),
+                          ':', '0', '0', '\0' };
 
-        apr_snprintf(label, sizeof(label), "%02d:00", hour);
         tllm_sb_str(sb, h ? ",{\"label\":\"" : "{\"label\":\"");
         tllm_sb_str(sb, label);
         tllm_sb_str(sb, "\",\"start\":");

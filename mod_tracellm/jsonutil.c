@@ -31,6 +31,27 @@ void tllm_format_double(double v, char buf[TLLM_DOUBLE_BUFSZ])
     }
 }
 
+int tllm_format_int64(int64_t v, char buf[TLLM_INT64_BUFSZ])
+{
+    /* The magnitude as unsigned: INT64_MIN's has no signed form. */
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    char digits[TLLM_INT64_BUFSZ];
+    int n = 0, len = 0;
+
+    do {
+        digits[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) {
+        buf[len++] = '-';
+    }
+    while (n) {
+        buf[len++] = digits[--n];
+    }
+    buf[len] = 0;
+    return len;
+}
+
 /* |v| x 100 rounded to the nearest integer, as "%.2f" rounds the exact
  * binary value, into *hundredths; 0 when the rounded product p lies on a
  * half (f + 0.5), which printf then decides: the exact product may lie
@@ -57,10 +78,9 @@ static int hundredths_of(double v, uint64_t *hundredths)
 
 void tllm_format_round2(double v, char buf[TLLM_DOUBLE_BUFSZ])
 {
-    char digits[24];
-    uint64_t n, whole;
+    uint64_t n;
     unsigned cents;
-    int len = 0, at = 0;
+    int len, at = 0;
 
     /* Below 1e13 "%.2f" has at most 15 significant digits, which the
      * nearest double prints back as (DBL_DIG), so the shortest text of
@@ -81,18 +101,12 @@ void tllm_format_round2(double v, char buf[TLLM_DOUBLE_BUFSZ])
         buf[len] = 0;
         return;
     }
-    whole = n / 100;
     cents = (unsigned)(n % 100);
     if (signbit(v)) {
         buf[at++] = '-';        /* as printf: -0.001 is "-0.00" */
     }
-    do {
-        digits[len++] = (char)('0' + whole % 10);
-        whole /= 10;
-    } while (whole);
-    while (len) {
-        buf[at++] = digits[--len];
-    }
+    /* Under 1e13: the whole part has at most 13 digits. */
+    at += tllm_format_int64((int64_t)(n / 100), buf + at);
     buf[at++] = '.';
     buf[at++] = (char)('0' + cents / 10);
     if (cents % 10) {

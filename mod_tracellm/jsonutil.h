@@ -7,14 +7,19 @@
 #define TLLM_JSONUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <json.h>
 
 #define TLLM_DOUBLE_BUFSZ 32
+#define TLLM_INT64_BUFSZ 21     /* "-9223372036854775808" and its NUL */
 
 /** Format a double as the API prints floats: the shortest text that reads
  *  back to the same double, with ".0" appended when it looks like an
  *  integer (100 -> "100.0", 0.1 -> "0.1"). Non-finite values print "0.0". */
 void tllm_format_double(double v, char buf[TLLM_DOUBLE_BUFSZ]);
+
+/** v in decimal, as printf's "%" PRId64 prints it; returns its length. */
+int tllm_format_int64(int64_t v, char buf[TLLM_INT64_BUFSZ]);
 
 /** A json-c double that serializes through tllm_format_double. */
 json_object *tllm_json_double(double v);

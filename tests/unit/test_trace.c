@@ -2,6 +2,7 @@
  * test_trace.c - the trace model (API.md, "Ingest normalization"), the
  * JSON helpers and time parsing/printing, linked without httpd.
  */
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -663,6 +664,35 @@ static void test_round2_formatting(void)
     CHECK(mismatches == 0);
 }
 
+/* Counts in decimal as printf prints them, both ends included. */
+static void test_format_int64(void)
+{
+    static const int64_t fixed[] = { 0, 1, -1, 9, 10, -10, 99, 100,
+                                     INT64_MAX, INT64_MIN, INT64_MIN + 1 };
+    char ours[TLLM_INT64_BUFSZ], libc[32];
+    unsigned long x = 99;
+    int i, mismatches = 0;
+
+    for (i = 0; i < 100000; i++) {
+        int64_t v;
+        int n;
+
+        x = x * 6364136223846793005UL + 1442695040888963407UL;
+        /* Every length: a random value shifted right 0 to 63 bits. */
+        v = (int64_t)x >> (x >> 58);
+        if (i < (int)(sizeof(fixed) / sizeof(fixed[0]))) {
+            v = fixed[i];
+        }
+        n = tllm_format_int64(v, ours);
+        snprintf(libc, sizeof(libc), "%" PRId64, v);
+        if ((strcmp(ours, libc) != 0 || n != (int)strlen(libc))
+            && mismatches++ < 5) {
+            CHECK_STR(ours, libc);
+        }
+    }
+    CHECK(mismatches == 0);
+}
+
 /* The digit-by-digit timestamp must print what the C library's calendar
  * and printf print, over the whole range from year 1 to 9999. */
 static void test_time_format_matches_libc(void)
@@ -716,6 +746,7 @@ int main(void)
     test_more_helpers();
     test_round2_formatting();
     test_time_format_matches_libc();
+    test_format_int64();
     apr_pool_destroy(pool);
     apr_terminate();
     return unit_summary("test_trace");
