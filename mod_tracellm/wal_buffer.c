@@ -119,6 +119,12 @@ static int settle(buffered_file *f)
     return f->failed ? f->failed : write_out(f);
 }
 
+/* settle() for a WAL file; any other file has nothing held back. */
+static int settled(buffered_file *f)
+{
+    return f->is_wal ? settle(f) : SQLITE_OK;
+}
+
 /* ---- the file methods ------------------------------------------------ */
 
 static int file_close(sqlite3_file *file)
@@ -137,12 +143,9 @@ static int file_read(sqlite3_file *file, void *data, int amount,
                      sqlite3_int64 offset)
 {
     buffered_file *f = (buffered_file *)file;
-    int rc;
+    int rc = settled(f);
 
-    if (f->is_wal && (rc = settle(f)) != SQLITE_OK) {
-        return rc;
-    }
-    return f->real->pMethods->xRead(f->real, data, amount, offset);
+    return rc != SQLITE_OK ? rc : f->real->pMethods->xRead(f->real, data, amount, offset);
 }
 
 static int is_commit_header(const void *data, int amount)
@@ -203,34 +206,25 @@ static int file_write(sqlite3_file *file, const void *data, int amount,
 static int file_truncate(sqlite3_file *file, sqlite3_int64 size)
 {
     buffered_file *f = (buffered_file *)file;
-    int rc;
+    int rc = settled(f);
 
-    if (f->is_wal && (rc = settle(f)) != SQLITE_OK) {
-        return rc;
-    }
-    return f->real->pMethods->xTruncate(f->real, size);
+    return rc != SQLITE_OK ? rc : f->real->pMethods->xTruncate(f->real, size);
 }
 
 static int file_sync(sqlite3_file *file, int flags)
 {
     buffered_file *f = (buffered_file *)file;
-    int rc;
+    int rc = settled(f);
 
-    if (f->is_wal && (rc = settle(f)) != SQLITE_OK) {
-        return rc;
-    }
-    return f->real->pMethods->xSync(f->real, flags);
+    return rc != SQLITE_OK ? rc : f->real->pMethods->xSync(f->real, flags);
 }
 
 static int file_size(sqlite3_file *file, sqlite3_int64 *size)
 {
     buffered_file *f = (buffered_file *)file;
-    int rc;
+    int rc = settled(f);
 
-    if (f->is_wal && (rc = settle(f)) != SQLITE_OK) {
-        return rc;
-    }
-    return f->real->pMethods->xFileSize(f->real, size);
+    return rc != SQLITE_OK ? rc : f->real->pMethods->xFileSize(f->real, size);
 }
 
 static int file_lock(sqlite3_file *file, int level)

@@ -1,10 +1,11 @@
 /*
  * test_wal_buffer.c - the buffering VFS (wal_buffer.h) against real
  * files: a writer through it, a second connection through SQLite's own
- * unix VFS (as the event process reads), and the three promises: every
+ * unix VFS (as the event process reads), and the four promises: every
  * commit is whole in the file when it becomes visible; frames of a
- * rolled-back transaction never land on another writer's; and a commit
- * whose frames cannot be written fails, leaving the database as it was.
+ * rolled-back transaction never land on another writer's; a transaction
+ * reads back the pages it spilled; and a commit whose frames cannot be
+ * written fails, leaving the database as it was.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -162,6 +163,31 @@ static void test_rollback_then_other_writer(sqlite3 *writer,
     CHECK(one(other, "SELECT count(*) FROM t") == rows + 400);
 }
 
+/* A transaction that spills pages to the WAL and then needs them again
+ * reads them from the WAL file: what it holds back must be written out
+ * before any read, or the read finds zeros or an older frame. Random
+ * keys send the inserts back to index pages spilled before them. */
+static void test_spilled_pages_read_back(sqlite3 *writer, sqlite3 *reader)
+{
+    sqlite3_int64 rows = one(reader, "SELECT count(*) FROM t");
+    tllm_wal_buffer_counts before, after;
+
+    exec(writer, "PRAGMA cache_size = 8");      /* pages: it must spill */
+    tllm_wal_buffer_counts_get(&before);
+    CHECK(exec(writer, "BEGIN") == SQLITE_OK);
+    CHECK(insert(writer, 300, 2000) == SQLITE_OK);
+    tllm_wal_buffer_counts_get(&after);
+    CHECK(after.pieces > before.pieces);        /* it spilled */
+    CHECK(one(writer, "SELECT count(*) FROM t INDEXED BY t_id"
+                      " WHERE id > ''") == rows + 300);
+    CHECK(one(writer, "SELECT count(*) FROM t WHERE length(v) = 2000")
+          >= 300);
+    CHECK(exec(writer, "COMMIT") == SQLITE_OK);
+    exec(writer, "PRAGMA cache_size = -2000");
+    CHECK(one(reader, "SELECT count(*) FROM t") == rows + 300);
+    CHECK(intact(reader));
+}
+
 /* A commit whose frames cannot be written (the file may not grow:
  * RLIMIT_FSIZE) fails, nothing of it is seen, and the next commit after
  * the rollback works. */
@@ -225,6 +251,7 @@ int main(void)
 
     test_commits_visible(writer, other);
     test_rollback_then_other_writer(writer, other);
+    test_spilled_pages_read_back(writer, other);
     test_failed_write_fails_commit(writer, other);
 
     sqlite3_close(writer);
@@ -232,7 +259,7 @@ int main(void)
     /* The last to close copied the WAL into the database, reading every
      * committed frame from the file; opened again, every row is there. */
     other = open_with("unix");
-    CHECK(one(other, "SELECT count(*) FROM t") == 40 * 50 + 400 + 3);
+    CHECK(one(other, "SELECT count(*) FROM t") == 40 * 50 + 400 + 300 + 3);
     CHECK(one(other, "SELECT sum(v = zeroblob(3000)) FROM s") == 300);
     CHECK(intact(other));
     sqlite3_close(other);
