@@ -587,6 +587,26 @@ static void test_more_helpers(void)
     CHECK(tllm_utf8_length("", 0) == 0);
 }
 
+/* A 64-bit linear congruential step (Knuth's MMIX constants): the
+ * random tests' values, the same on every run. */
+static unsigned long next_random(unsigned long x)
+{
+    return x * 6364136223846793005UL + 1442695040888963407UL;
+}
+
+/* Whether tllm_format_round2(v) differs from rounding and then
+ * formatting; the first five differences are reported. */
+static void check_round2(double v, int *mismatches)
+{
+    char fast[TLLM_DOUBLE_BUFSZ], slow[TLLM_DOUBLE_BUFSZ];
+
+    tllm_format_round2(v, fast);
+    tllm_format_double(tllm_round2(v), slow);
+    if (strcmp(fast, slow) != 0 && (*mismatches)++ < 5) {
+        CHECK_STR(fast, slow);
+    }
+}
+
 /* The digit-by-digit rounding must print exactly what rounding and then
  * formatting print: ties, halves, every magnitude up to and past its
  * 1e13 limit, signs, zeros and non-finite values. */
@@ -598,15 +618,12 @@ static void test_round2_formatting(void)
         9999999999999.996, 1e13, -1e13, 1e15 + 0.5, 1e22, 1e-7, NAN,
         INFINITY, -INFINITY
     };
-    char fast[TLLM_DOUBLE_BUFSZ], slow[TLLM_DOUBLE_BUFSZ];
     unsigned long x = 12345;
     size_t i;
     int mismatches = 0;
 
     for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-        tllm_format_round2(fixed[i], fast);
-        tllm_format_double(tllm_round2(fixed[i]), slow);
-        CHECK_STR(fast, slow);
+        check_round2(fixed[i], &mismatches);
     }
     for (i = 0; i < 300000; i++) {
         double v;
@@ -614,7 +631,7 @@ static void test_round2_formatting(void)
 
         /* A mantissa in [0, 1), a power of ten from 1e-4 to 1e14, a
          * sign; every seventh one on a multiple of 0.005. */
-        x = x * 6364136223846793005UL + 1442695040888963407UL;
+        x = next_random(x);
         v = (double)(x >> 11) / 9007199254740992.0 * 1e-4;
         for (k = (x >> 3) % 19; k > 0; k--) {
             v *= 10;
@@ -625,11 +642,7 @@ static void test_round2_formatting(void)
         if (x & 1) {
             v = -v;
         }
-        tllm_format_round2(v, fast);
-        tllm_format_double(tllm_round2(v), slow);
-        if (strcmp(fast, slow) != 0 && mismatches++ < 5) {
-            CHECK_STR(fast, slow);
-        }
+        check_round2(v, &mismatches);
     }
     /* At and beside the ties: k + 0.5 hundredths (stored a little above
      * or below), the doubles up to 3 places either side of it, and the
@@ -639,7 +652,7 @@ static void test_round2_formatting(void)
         double v;
         int step;
 
-        x = x * 6364136223846793005UL + 1442695040888963407UL;
+        x = next_random(x);
         if (i % 3 == 0) {
             v = (double)((x >> 20) % 80000000000ULL) / 8;
         }
@@ -655,11 +668,7 @@ static void test_round2_formatting(void)
         if (x & 1) {
             v = -v;
         }
-        tllm_format_round2(v, fast);
-        tllm_format_double(tllm_round2(v), slow);
-        if (strcmp(fast, slow) != 0 && mismatches++ < 5) {
-            CHECK_STR(fast, slow);
-        }
+        check_round2(v, &mismatches);
     }
     CHECK(mismatches == 0);
 }
@@ -677,7 +686,7 @@ static void test_format_int64(void)
         int64_t v;
         int n;
 
-        x = x * 6364136223846793005UL + 1442695040888963407UL;
+        x = next_random(x);
         /* Every length: a random value shifted right 0 to 63 bits. */
         v = (int64_t)x >> (x >> 58);
         if (i < (int)(sizeof(fixed) / sizeof(fixed[0]))) {
@@ -708,7 +717,7 @@ static void test_time_format_matches_libc(void)
         time_t t;
         struct tm tm;
 
-        x = x * 6364136223846793005UL + 1442695040888963407UL;
+        x = next_random(x);
         secs = min_secs + (int64_t)((x >> 8) % (unsigned long)span);
         if (i < 4) {        /* the ends of the range, and the epoch */
             secs = i == 0 ? min_secs : i == 1 ? min_secs + span - 1
