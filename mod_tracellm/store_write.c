@@ -163,10 +163,13 @@ static void bind_body(tllm_db *db, sqlite3_stmt *st, const tllm_trace *t)
     }
 }
 
+/* Insert t unless its trace_id is stored already: *seq is then 0. */
 static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
 {
     sqlite3_stmt *st = tllm__stmt(db, ST_TRACE_INSERT);
+    int rc;
 
+    *seq = 0;
     if (!st) {
         return TLLM_ERROR;
     }
@@ -184,7 +187,23 @@ static int insert(tllm_db *db, const tllm_trace *t, int64_t *seq)
         bind_body(db, st, t);
     }
     sqlite3_bind_int64(st, 12, tllm__latency_bucket(t->latency));
-    if (run_stmt(db, st, "insert trace") != TLLM_OK) {
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE) {
+        rc = sqlite3_extended_errcode(db->sq);
+        if (rc != SQLITE_CONSTRAINT_UNIQUE) {
+            tllm__fail(db, "insert trace");
+        }
+    }
+    tllm__release(st);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+        /* trace_id is the one UNIQUE column. The statement stopped at
+         * its check, before it wrote anything, and the transaction goes
+         * on. Not ON CONFLICT DO NOTHING: that would use up a seq, and
+         * the rollup delta counts on the seqs it holds being all there
+         * are past the mark (rollup_delta.c). */
+        return TLLM_OK;
+    }
+    if (rc != SQLITE_DONE) {
         return TLLM_ERROR;
     }
     *seq = sqlite3_last_insert_rowid(db->sq);
@@ -339,17 +358,19 @@ static int commit_traces(tllm_db *db)
     return rv;
 }
 
-static int put_one(tllm_db *db, const tllm_trace *t, int *result,
-                   int64_t *last_seq)
+/* Replace the stored version of t's trace_id, if t's project owns it;
+ * *seq is the new row's, 0 if none. */
+static int replace(tllm_db *db, const tllm_trace *t, int *result,
+                   int64_t *seq)
 {
-    int64_t seq;
     int ours, pending;
 
-    if (lookup(db, t, &seq, &ours, &pending) != TLLM_OK) {
+    if (lookup(db, t, seq, &ours, &pending) != TLLM_OK) {
         return TLLM_ERROR;
     }
-    if (seq && !ours) {
+    if (*seq && !ours) {
         *result = TLLM_CONFLICT;
+        *seq = 0;                       /* nothing stored */
         return TLLM_OK;
     }
     /* Delete, not update: the new version must get a new seq so the
@@ -358,17 +379,41 @@ static int put_one(tllm_db *db, const tllm_trace *t, int *result,
      * version this transaction inserted is not in them yet: add it
      * first (only then, so that re-sending stored traces is not a
      * rollup update per trace). */
-    if (seq && ((pending && rollups_catch_up(db) != TLLM_OK)
-                || delete_seq(db, seq) != TLLM_OK)) {
+    if (*seq && ((pending && rollups_catch_up(db) != TLLM_OK)
+                 || delete_seq(db, *seq) != TLLM_OK)) {
         return TLLM_ERROR;
     }
+    if (insert(db, t, seq) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    if (!*seq) {
+        snprintf(db->errmsg, sizeof(db->errmsg),
+                 "trace_id %s is still taken after its row was deleted",
+                 t->trace_id);
+        return TLLM_ERROR;
+    }
+    *result = TLLM_OK;
+    return TLLM_OK;
+}
+
+/* Most traces are new: each is inserted at once, and only a trace_id
+ * already stored costs a lookup of its row. Looking first cost every
+ * new trace a second descent of the trace_id index. */
+static int put_one(tllm_db *db, const tllm_trace *t, int *result,
+                   int64_t *last_seq)
+{
+    int64_t seq;
+
     if (insert(db, t, &seq) != TLLM_OK) {
+        return TLLM_ERROR;
+    }
+    *result = TLLM_OK;
+    if (!seq && replace(db, t, result, &seq) != TLLM_OK) {
         return TLLM_ERROR;
     }
     if (seq > *last_seq) {
         *last_seq = seq;
     }
-    *result = TLLM_OK;
     return TLLM_OK;
 }
 
