@@ -386,10 +386,10 @@ static int replace(tllm_db *db, const tllm_trace *t, int *result,
     if (insert(db, t, seq) != TLLM_OK) {
         return TLLM_ERROR;
     }
-    if (!*seq) {
+    if (!*seq) {                        /* taken, by no row we found */
         snprintf(db->errmsg, sizeof(db->errmsg),
-                 "trace_id %s is still taken after its row was deleted",
-                 t->trace_id);
+                 "insert trace: trace_id %s is taken, but not by a row"
+                 " it could replace", t->trace_id);
         return TLLM_ERROR;
     }
     *result = TLLM_OK;

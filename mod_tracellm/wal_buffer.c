@@ -112,17 +112,12 @@ static int write_out_held(void)
     return f && !f->failed ? write_out(f) : SQLITE_OK;
 }
 
-/* Before any use of a WAL file but an append: its failure, if a
- * write-out failed, else whatever it holds back written out. */
-static int settle(buffered_file *f)
-{
-    return f->failed ? f->failed : write_out(f);
-}
-
-/* settle() for a WAL file; any other file has nothing held back. */
+/* Before any use of a file but an append: for a WAL, its failure if a
+ * write-out failed, else whatever it holds back written out; any other
+ * file has nothing held back. */
 static int settled(buffered_file *f)
 {
-    return f->is_wal ? settle(f) : SQLITE_OK;
+    return !f->is_wal ? SQLITE_OK : f->failed ? f->failed : write_out(f);
 }
 
 /* ---- the file methods ------------------------------------------------ */
@@ -145,7 +140,8 @@ static int file_read(sqlite3_file *file, void *data, int amount,
     buffered_file *f = (buffered_file *)file;
     int rc = settled(f);
 
-    return rc != SQLITE_OK ? rc : f->real->pMethods->xRead(f->real, data, amount, offset);
+    return rc != SQLITE_OK
+           ? rc : f->real->pMethods->xRead(f->real, data, amount, offset);
 }
 
 static int is_commit_header(const void *data, int amount)

@@ -22,9 +22,10 @@
  *     that spilled frames and then rolled back has them written while it
  *     still holds the write lock, never after another writer's frames
  *     took their place.
- * The same bytes reach the same places of the file in the same order,
- * in fewer calls, so readers in other connections and processes (the
- * event process uses SQLite's own VFS) need nothing of it.
+ * The files end up byte for byte as SQLite's own VFS leaves them, in
+ * fewer calls (the unit test compares the two), so readers in other
+ * connections and processes (the event process uses SQLite's own VFS)
+ * need nothing of it.
  *
  * One thread uses a connection from its first write of a transaction to
  * the release of its write lock (mod_dbd hands a connection to one request
